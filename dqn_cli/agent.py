@@ -1,0 +1,114 @@
+"""The DQN itself: SB3's `DQN`, built from validated hyperparameters, that can stop cleanly between updates."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from stable_baselines3 import DQN
+from stable_baselines3.common.type_aliases import RolloutReturn
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
+
+    from dqn_cli.config import Hyperparams
+
+
+class StopRequest:
+    """Set from a signal handler; training stops at the next boundary between two training iterations."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.signal_number: int | None = None
+
+    def set(self, signal_number: int | None = None) -> None:
+        self.signal_number = signal_number
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+
+class DQNAgent(DQN):
+    """`stable_baselines3.DQN` that checks a `StopRequest` before each rollout.
+
+    SB3 stops on a callback returning False *inside* a rollout, after the env stepped and before the transition is
+    stored. Stopping here instead, between "collect rollout + gradient steps" iterations, leaves the step count,
+    replay buffer and optimizer consistent with each other, so a checkpoint taken now resumes exactly. The saved zip
+    is an ordinary SB3 DQN zip: `stable_baselines3.DQN.load` opens it.
+    """
+
+    stop_request: StopRequest | None = None
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "stop_request"]
+
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> RolloutReturn:
+        if self.stop_request is not None and self.stop_request.requested:
+            return RolloutReturn(0, 0, continue_training=False)
+        return super().collect_rollouts(*args, **kwargs)
+
+
+def policy_kwargs(hp: Hyperparams) -> dict[str, Any]:
+    """SB3's `policy_kwargs` from the data-only schema: class names become the torch classes they name."""
+    import torch as th
+
+    settings = hp.policy_kwargs
+    kwargs: dict[str, Any] = {
+        "activation_fn": getattr(th.nn, settings.activation_fn),
+        "normalize_images": settings.normalize_images,
+        "optimizer_class": getattr(th.optim, settings.optimizer_class),
+        "optimizer_kwargs": dict(settings.optimizer_kwargs),
+    }
+    if settings.net_arch is not None:
+        kwargs["net_arch"] = list(settings.net_arch)
+    if settings.features_extractor_kwargs is not None:
+        kwargs["features_extractor_kwargs"] = settings.features_extractor_kwargs.model_dump()
+    return kwargs
+
+
+def learning_rate(hp: Hyperparams) -> Any:
+    """A float, or SB3's picklable `LinearSchedule` down to 0 for `learning_rate_schedule: linear`."""
+    if hp.learning_rate_schedule == "linear":
+        from stable_baselines3.common.utils import LinearSchedule
+
+        return LinearSchedule(hp.learning_rate, 0.0, 1.0)
+    return hp.learning_rate
+
+
+SB3_KEYS = (
+    "buffer_size",
+    "learning_starts",
+    "batch_size",
+    "tau",
+    "gamma",
+    "gradient_steps",
+    "optimize_memory_usage",
+    "n_steps",
+    "target_update_interval",
+    "exploration_fraction",
+    "exploration_initial_eps",
+    "exploration_final_eps",
+    "max_grad_norm",
+    "stats_window_size",
+)
+
+
+def build(hp: Hyperparams, env: VecEnv, *, seed: int, device: str, tensorboard_log: str | None) -> DQNAgent:
+    """A fresh agent for `env`, configured exactly by `hp`."""
+    kwargs: dict[str, Any] = {key: getattr(hp, key) for key in SB3_KEYS}
+    kwargs["train_freq"] = tuple(hp.train_freq) if isinstance(hp.train_freq, tuple) else hp.train_freq
+    if hp.optimize_memory_usage:  # SB3 refuses the combination with its default timeout handling
+        kwargs["replay_buffer_kwargs"] = {"handle_timeout_termination": False}
+    return DQNAgent(
+        hp.policy or "MlpPolicy",
+        env,
+        learning_rate=learning_rate(hp),
+        policy_kwargs=policy_kwargs(hp),
+        tensorboard_log=tensorboard_log,
+        seed=seed,
+        device=device,
+        verbose=0,
+        **kwargs,
+    )

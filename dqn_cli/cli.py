@@ -1,0 +1,175 @@
+"""The command line: parse, call one core function, map errors to exit codes. No training logic lives here."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import click
+import typer
+
+from dqn_cli import __version__
+from dqn_cli.errors import DqnError, ExitStatus
+
+app = typer.Typer(
+    name="dqn",
+    help="Train, tune, evaluate, record and share Deep Q-Network agents on Atari games.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EnvOption = Annotated[
+    str | None,
+    typer.Option("--env", "-e", help="Game (SpaceInvaders, any case), Gymnasium id (ALE/Pong-v5) or env with a file."),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Hyperparameters file (dqn format, or rl_zoo3 format keyed by env id)."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override one hyperparameter: key=value (repeatable; policy_kwargs.net_arch=[64])."),
+]
+TimestepsOption = Annotated[int | None, typer.Option("--n-timesteps", "-n", min=1, help="Training budget (env steps).")]
+SeedOption = Annotated[int | None, typer.Option("--seed", min=0, help="Random seed (default: drawn and recorded).")]
+
+
+def _request(env: str | None, config: Path | None, overrides: list[str] | None, n_timesteps: int | None,
+             seed: int | None, **extra: Any) -> Any:
+    from dqn_cli.train import TrainRequest
+
+    if env is None:
+        raise DqnError("missing --env: name a game (--env SpaceInvaders) or a Gymnasium id; `dqn games` lists them")
+    return TrainRequest(env=env, config_file=config, overrides=tuple(overrides or ()), n_timesteps=n_timesteps,
+                        seed=seed, **extra)
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@app.command()
+def train(
+    env: EnvOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    n_timesteps: TimestepsOption = None,
+    seed: SeedOption = None,
+    device: Annotated[str, typer.Option(help="torch device: auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    log_dir: Annotated[Path, typer.Option("--log-dir", "-f", help="Root of the run folders.")] = Path("logs"),
+    eval_freq: Annotated[int, typer.Option(min=0, help="Env steps between evaluations (0: none).")] = 25_000,
+    eval_episodes: Annotated[int, typer.Option(min=1, help="Full games per evaluation.")] = 5,
+    save_freq: Annotated[int, typer.Option(min=0, help="Env steps between checkpoints (0: only on stop).")] = 100_000,
+    keep_checkpoints: Annotated[int, typer.Option(min=1, help="Newest checkpoints kept.")] = 2,
+    save_replay_buffer: Annotated[bool, typer.Option(help="Include the replay buffer in periodic checkpoints.")] = False,
+    tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard logs in the run folder.")] = True,
+    progress: Annotated[bool, typer.Option(help="Live progress bar (else a log line every 30 s).")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the fully resolved configuration and exit.")] = False,
+    resume: Annotated[Path | None, typer.Option(help="Continue a stopped run in its folder, up to its total.")] = None,
+) -> int:
+    """Train a DQN agent: hyperparams/<Game>.yml -> logs/dqn/<EnvId>_<N>/."""
+    from dqn_cli import train as core
+
+    live = progress and sys.stderr.isatty()
+    if resume is not None:
+        result = core.resume(resume, live_progress=live, say=_say)
+    else:
+        run = {"eval_freq": eval_freq, "eval_episodes": eval_episodes, "save_freq": save_freq,
+               "keep_checkpoints": keep_checkpoints, "save_replay_buffer": save_replay_buffer, "tensorboard": tensorboard}
+        request = _request(env, config, overrides, n_timesteps, seed, device=device, log_dir=log_dir, run=run)
+        if dry_run:
+            return _print_config(request)
+        result = core.train(request, live_progress=live, say=_say)
+    if result.stopped_by == signal.SIGTERM:
+        return ExitStatus.TERMINATED
+    if result.stopped_by is not None:
+        return ExitStatus.INTERRUPTED
+    return ExitStatus.SUCCESS
+
+
+def _print_config(request: Any) -> int:
+    from dqn_cli import rundir
+    from dqn_cli.train import resolve
+
+    _, resolved, selection = resolve(request)
+    if selection.note:
+        _say(selection.note)
+    typer.echo(rundir.resolved_yaml(resolved), nl=False)
+    return ExitStatus.SUCCESS
+
+
+@app.command("config")
+def config_command(
+    env: EnvOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    n_timesteps: TimestepsOption = None,
+    seed: SeedOption = None,
+    keys: Annotated[bool, typer.Option("--keys", help="List every hyperparameter key with its default.")] = False,
+) -> int:
+    """Print the fully resolved configuration of `dqn train` (same as `dqn train --dry-run`)."""
+    if keys:
+        from dqn_cli.config import keys_help
+
+        for key, default, description in keys_help():
+            typer.echo(f"{key:42} {default:12} {description}")
+        return ExitStatus.SUCCESS
+    return _print_config(_request(env, config, overrides, n_timesteps, seed))
+
+
+@app.command()
+def games() -> int:
+    """List the games and envs that have a hyperparameters file."""
+    from dqn_cli import envs, hyperparams
+
+    for stem, path in hyperparams.shipped_files().items():
+        if stem == hyperparams.ATARI_DEFAULTS:
+            continue
+        info = envs.resolve(stem)
+        typer.echo(f"{stem:16} {info.env_id:32} {path}")
+    typer.echo("Any other Atari game trains with the Atari defaults (hyperparams/atari.yml).")
+    return ExitStatus.SUCCESS
+
+
+@app.command()
+def version() -> int:
+    """Print the version of dqn and of the libraries it drives."""
+    from importlib.metadata import version as dist_version
+
+    typer.echo(f"dqn {__version__}")
+    for dist in ("stable_baselines3", "gymnasium", "ale-py", "torch"):
+        typer.echo(f"{dist} {dist_version(dist)}")
+    return ExitStatus.SUCCESS
+
+
+def _fail(status: ExitStatus, message: str, debug: bool) -> NoReturn:
+    if debug:
+        traceback.print_exc()
+    typer.echo(f"error: {message}", err=True)
+    raise SystemExit(int(status))
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of the `dqn` console script and of `python -m dqn_cli`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        code = app(args=args, prog_name="dqn", standalone_mode=False)
+    except click.exceptions.Abort:
+        raise SystemExit(int(ExitStatus.INTERRUPTED)) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(int(ExitStatus.USAGE)) from None
+    except DqnError as exc:
+        _fail(exc.exit_status, str(exc), debug)
+    except KeyboardInterrupt:
+        _fail(ExitStatus.INTERRUPTED, "interrupted", debug)
+    except Exception as exc:  # a runtime failure: one line, the traceback on --debug
+        _fail(ExitStatus.ERROR, f"{type(exc).__name__}: {exc} (run again with --debug for the traceback)", debug)
+    raise SystemExit(int(code or 0))

@@ -1,0 +1,168 @@
+"""Environment ids and construction: short names, Atari preprocessing, frame stacking, vectorisation."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dqn_cli.errors import DqnError
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import VecEnv
+
+    from dqn_cli.config import Hyperparams
+
+ATARI_ENTRY_POINT = "ale_py.env:AtariEnv"
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What `--env` resolved to."""
+
+    env_id: str  # the Gymnasium id, e.g. SpaceInvadersNoFrameskip-v4 or ALE/SpaceInvaders-v5
+    game: str | None  # Atari short name (SpaceInvaders), None for other envs
+    native_frame_skip: int  # emulator frames per env.step(): 1 for *NoFrameskip, 4 for ALE/*-v5
+
+    @property
+    def is_atari(self) -> bool:
+        return self.game is not None
+
+    @property
+    def name(self) -> str:
+        """The id as used in file and folder names (rl_zoo3's EnvironmentName: '/' becomes '-')."""
+        return self.env_id.replace("/", "-")
+
+
+@cache
+def _registry() -> dict[str, Any]:
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    return dict(gym.registry)
+
+
+def atari_game(env_id: str) -> str | None:
+    """`SpaceInvaders` for any Atari id of that game (v0/v4/NoFrameskip/ALE v5), None for non-Atari ids."""
+    spec = _registry().get(env_id)
+    if spec is None or spec.entry_point != ATARI_ENTRY_POINT:
+        return None
+    return re.sub(r"(NoFrameskip|Deterministic)?-v\d+$", "", env_id.removeprefix("ALE/"))
+
+
+def _short_names() -> dict[str, str]:
+    """lower-case short name -> the id it means (`spaceinvaders` -> SpaceInvadersNoFrameskip-v4)."""
+    return {env_id.removesuffix("NoFrameskip-v4").lower(): env_id for env_id in _registry() if env_id.endswith("NoFrameskip-v4")}
+
+
+def resolve(name: str, extra_names: tuple[str, ...] = ()) -> EnvInfo:
+    """Resolve `--env`: a short Atari name (any case), or a Gymnasium id (any case); typos get suggestions."""
+    registry = _registry()
+    by_lower = {env_id.lower(): env_id for env_id in registry}
+    env_id = name if name in registry else by_lower.get(name.lower()) or _short_names().get(name.lower())
+    if env_id is None:
+        choices = [*_short_names_cased(), *extra_names, *registry]
+        close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+        close += [c for c in difflib.get_close_matches(name.lower(), [c.lower() for c in choices], n=3) if c not in close]
+        hint = f"did you mean {' or '.join(dict.fromkeys(_cased(c, choices) for c in close[:3]))}?" if close else ""
+        raise DqnError(
+            f"unknown environment '{name}'; {hint or 'expected an Atari game name (SpaceInvaders) or a Gymnasium id'} "
+            "(`dqn games` lists the games with hyperparameters)"
+        )
+    spec = registry[env_id]
+    frame_skip = spec.kwargs.get("frameskip", 1)
+    return EnvInfo(env_id=env_id, game=atari_game(env_id), native_frame_skip=frame_skip if isinstance(frame_skip, int) else 0)
+
+
+def _short_names_cased() -> list[str]:
+    return [env_id.removesuffix("NoFrameskip-v4") for env_id in _registry() if env_id.endswith("NoFrameskip-v4")]
+
+
+def _cased(candidate: str, choices: list[str]) -> str:
+    return next((c for c in choices if c.lower() == candidate.lower()), candidate)
+
+
+def wrapper_frame_skip(info: EnvInfo, hp: Hyperparams) -> int:
+    """Frames AtariWrapper skips: 4 on *NoFrameskip ids, 1 where the env skips frames itself."""
+    native = hp.env_kwargs.get("frameskip", info.native_frame_skip)
+    requested = hp.atari_wrapper.frame_skip
+    if native != 1 and requested not in (None, 1):
+        raise DqnError(
+            f"{info.env_id} already skips frames (frameskip={native}); atari_wrapper.frame_skip={requested} would "
+            f"skip again: remove atari_wrapper.frame_skip, or use {info.game}NoFrameskip-v4"
+        )
+    if requested is not None:
+        return requested
+    return 4 if native == 1 else 1
+
+
+def atari_wrapper_kwargs(info: EnvInfo, hp: Hyperparams, evaluation: bool = False) -> dict[str, Any]:
+    kwargs = hp.atari_wrapper.model_dump()
+    kwargs["frame_skip"] = wrapper_frame_skip(info, hp)
+    if evaluation:  # the evaluation protocol plays full games with the true score (PRODUCT.md)
+        kwargs.update(terminal_on_life_loss=False, clip_reward=False)
+    return kwargs
+
+
+def make_vec_env(
+    info: EnvInfo,
+    hp: Hyperparams,
+    *,
+    seed: int,
+    n_envs: int,
+    evaluation: bool = False,
+    monitor_dir: Path | None = None,
+    monitor_kwargs: dict[str, Any] | None = None,
+    render_mode: str | None = None,
+) -> VecEnv:
+    """The vectorised env a DQN of `hp` trains (or is evaluated) on: Monitor, AtariWrapper, frame stack, CHW."""
+    from stable_baselines3.common.atari_wrappers import AtariWrapper
+    from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+    from stable_baselines3.common.preprocessing import is_image_space
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
+
+    _registry()
+    env_kwargs = dict(hp.env_kwargs)
+    if render_mode is not None:
+        env_kwargs["render_mode"] = render_mode
+    wrapper_kwargs = atari_wrapper_kwargs(info, hp, evaluation) if info.is_atari else None
+    try:
+        venv = sb3_make_vec_env(
+            info.env_id,
+            n_envs=n_envs,
+            seed=seed,
+            env_kwargs=env_kwargs,
+            monitor_dir=str(monitor_dir) if monitor_dir is not None else None,
+            monitor_kwargs=monitor_kwargs,
+            wrapper_class=AtariWrapper if info.is_atari else None,
+            wrapper_kwargs=wrapper_kwargs,
+            vec_env_cls=DummyVecEnv,
+        )
+    except TypeError as exc:
+        raise DqnError(f"{info.env_id}: env_kwargs {env_kwargs} rejected ({exc}); fix env_kwargs") from None
+    check_discrete(info, venv.action_space)
+    if hp.frame_stack > 1:
+        venv = VecFrameStack(venv, n_stack=hp.frame_stack)
+    if is_image_space(venv.observation_space) and not _channel_first(venv.observation_space):
+        venv = VecTransposeImage(venv)
+    return venv
+
+
+def _channel_first(space: gym.Space[Any]) -> bool:
+    shape = getattr(space, "shape", ())
+    return len(shape) == 3 and shape[0] < shape[-1]
+
+
+def check_discrete(info: EnvInfo, action_space: gym.Space[Any]) -> None:
+    from gymnasium import spaces
+
+    if not isinstance(action_space, spaces.Discrete):
+        raise DqnError(
+            f"{info.env_id} has a {type(action_space).__name__} action space; DQN needs discrete actions: "
+            "pick an env with discrete actions (e.g. CartPole-v1, any Atari game) or an algorithm for continuous control"
+        )

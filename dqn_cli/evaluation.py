@@ -1,0 +1,97 @@
+"""Playing full games with a trained agent under a fixed, recorded protocol (PRODUCT.md, "The evaluation protocol")."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.vec_env import VecEnv
+
+    from dqn_cli.agent import StopRequest
+
+# Machado et al. (2018) and the DQN papers evaluate with a small exploration rate so agents cannot stall forever.
+EVAL_EPSILON = 0.01
+
+
+class EvaluationAborted(Exception):
+    """A stop was requested while episodes were being played."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How episodes were played; stored next to every result."""
+
+    episodes: int
+    epsilon: float
+    seed: int
+    full_games: bool = True  # no episode end on life loss
+    clipped_rewards: bool = False
+    noop_max: int | None = None  # Atari only
+    max_frames_per_episode: int | None = None  # Atari only (108,000 frames = 30 minutes of play)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """Returns and lengths (env steps) of the episodes played, in the order they ended."""
+
+    returns: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns))
+
+
+def play(
+    model: BaseAlgorithm,
+    env: VecEnv,
+    episodes: int,
+    *,
+    epsilon: float,
+    seed: int,
+    stop: StopRequest | None = None,
+) -> Episodes:
+    """Play `episodes` episodes, ε-greedy on the model's greedy action, from a fixed seed.
+
+    Episodes are spread evenly over the env's copies (as SB3's `evaluate_policy` does), so that short episodes
+    from one copy do not crowd out the others. The same model, env and seed give the same result.
+    """
+    n_envs = env.num_envs
+    targets = np.array([(episodes + i) // n_envs for i in range(n_envs)])
+    counts = np.zeros(n_envs, dtype=int)
+    running = np.zeros(n_envs)
+    steps = np.zeros(n_envs, dtype=int)
+    returns: list[float] = []
+    lengths: list[int] = []
+    rng = np.random.default_rng(seed)
+    env.seed(seed)
+    obs = env.reset()
+    while (counts < targets).any():
+        if stop is not None and stop.requested:
+            raise EvaluationAborted
+        actions, _ = model.predict(obs, deterministic=True)  # type: ignore[arg-type]
+        explore = rng.random(n_envs) < epsilon
+        if explore.any():
+            actions = np.where(explore, rng.integers(env.action_space.n, size=n_envs), actions)  # type: ignore[attr-defined]
+        obs, rewards, dones, infos = env.step(actions)
+        running += rewards
+        steps += 1
+        for i in np.flatnonzero(dones):
+            if counts[i] < targets[i]:
+                episode = infos[i].get("episode")  # Monitor's record: the true game score
+                returns.append(float(episode["r"]) if episode else float(running[i]))
+                lengths.append(int(episode["l"]) if episode else int(steps[i]))
+                counts[i] += 1
+            running[i], steps[i] = 0.0, 0
+    return Episodes(np.array(returns), np.array(lengths))
