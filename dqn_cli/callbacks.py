@@ -42,7 +42,15 @@ class EvalCallback(BaseCallback):
     """
 
     def __init__(
-        self, eval_env: Any, run_dir: Path, *, eval_freq: int, episodes: int, epsilon: float, seed: int, stop: StopRequest
+        self,
+        eval_env: Any,
+        run_dir: Path,
+        *,
+        eval_freq: int,
+        episodes: int,
+        epsilon: float,
+        seed: int,
+        stop: StopRequest,
     ) -> None:
         super().__init__()
         self.eval_env, self.run_dir, self.episodes, self.epsilon, self.seed, self.stop = (
@@ -83,9 +91,14 @@ class EvalCallback(BaseCallback):
         if self.schedule.due(self.num_timesteps) and not self.stop.requested:
             self.evaluate()
 
+    def _on_training_end(self) -> None:
+        self._on_rollout_start()  # an evaluation due at the very last step
+
     def evaluate(self) -> None:
         try:
-            episodes = play(self.model, self.eval_env, self.episodes, epsilon=self.epsilon, seed=self.seed, stop=self.stop)
+            episodes = play(
+                self.model, self.eval_env, self.episodes, epsilon=self.epsilon, seed=self.seed, stop=self.stop
+            )
         except EvaluationAborted:
             return
         best = self.best_mean
@@ -95,14 +108,16 @@ class EvalCallback(BaseCallback):
         self.last = (episodes.mean, episodes.std)
         self._write_history()
         if episodes.mean > best:
-            checkpoint.atomic_save_model(self.model, self.run_dir / BEST_MODEL)
+            checkpoint.atomic_save_model(self.model, self.run_dir / BEST_MODEL)  # type: ignore[arg-type]
         self.logger.record("eval/mean_reward", episodes.mean)
         self.logger.record("eval/mean_ep_length", float(np.mean(episodes.lengths)))
         self.logger.dump(self.num_timesteps)
 
     def _write_history(self) -> None:
         tmp = self.run_dir / f".{EVALUATIONS}.tmp.npz"
-        np.savez(tmp, timesteps=np.array(self.timesteps), results=np.array(self.results), ep_lengths=np.array(self.lengths))
+        np.savez(
+            tmp, timesteps=np.array(self.timesteps), results=np.array(self.results), ep_lengths=np.array(self.lengths)
+        )
         tmp.replace(self.run_dir / EVALUATIONS)
 
 

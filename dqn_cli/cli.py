@@ -8,7 +8,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 
 from dqn_cli import __version__
@@ -33,20 +32,29 @@ ConfigOption = Annotated[
 ]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override one hyperparameter: key=value (repeatable; policy_kwargs.net_arch=[64])."),
+    typer.Option(
+        "--set", "-s", help="Override one hyperparameter: key=value (repeatable; policy_kwargs.net_arch=[64])."
+    ),
 ]
 TimestepsOption = Annotated[int | None, typer.Option("--n-timesteps", "-n", min=1, help="Training budget (env steps).")]
 SeedOption = Annotated[int | None, typer.Option("--seed", min=0, help="Random seed (default: drawn and recorded).")]
 
 
-def _request(env: str | None, config: Path | None, overrides: list[str] | None, n_timesteps: int | None,
-             seed: int | None, **extra: Any) -> Any:
+def _request(
+    env: str | None,
+    config: Path | None,
+    overrides: list[str] | None,
+    n_timesteps: int | None,
+    seed: int | None,
+    **extra: Any,
+) -> Any:
     from dqn_cli.train import TrainRequest
 
     if env is None:
         raise DqnError("missing --env: name a game (--env SpaceInvaders) or a Gymnasium id; `dqn games` lists them")
-    return TrainRequest(env=env, config_file=config, overrides=tuple(overrides or ()), n_timesteps=n_timesteps,
-                        seed=seed, **extra)
+    return TrainRequest(
+        env=env, config_file=config, overrides=tuple(overrides or ()), n_timesteps=n_timesteps, seed=seed, **extra
+    )
 
 
 def _say(message: str) -> None:
@@ -66,10 +74,14 @@ def train(
     eval_episodes: Annotated[int, typer.Option(min=1, help="Full games per evaluation.")] = 5,
     save_freq: Annotated[int, typer.Option(min=0, help="Env steps between checkpoints (0: only on stop).")] = 100_000,
     keep_checkpoints: Annotated[int, typer.Option(min=1, help="Newest checkpoints kept.")] = 2,
-    save_replay_buffer: Annotated[bool, typer.Option(help="Include the replay buffer in periodic checkpoints.")] = False,
+    save_replay_buffer: Annotated[
+        bool, typer.Option(help="Include the replay buffer in periodic checkpoints.")
+    ] = False,
     tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard logs in the run folder.")] = True,
     progress: Annotated[bool, typer.Option(help="Live progress bar (else a log line every 30 s).")] = True,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the fully resolved configuration and exit.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the fully resolved configuration and exit.")
+    ] = False,
     resume: Annotated[Path | None, typer.Option(help="Continue a stopped run in its folder, up to its total.")] = None,
 ) -> int:
     """Train a DQN agent: hyperparams/<Game>.yml -> logs/dqn/<EnvId>_<N>/."""
@@ -79,8 +91,14 @@ def train(
     if resume is not None:
         result = core.resume(resume, live_progress=live, say=_say)
     else:
-        run = {"eval_freq": eval_freq, "eval_episodes": eval_episodes, "save_freq": save_freq,
-               "keep_checkpoints": keep_checkpoints, "save_replay_buffer": save_replay_buffer, "tensorboard": tensorboard}
+        run = {
+            "eval_freq": eval_freq,
+            "eval_episodes": eval_episodes,
+            "save_freq": save_freq,
+            "keep_checkpoints": keep_checkpoints,
+            "save_replay_buffer": save_replay_buffer,
+            "tensorboard": tensorboard,
+        }
         request = _request(env, config, overrides, n_timesteps, seed, device=device, log_dir=log_dir, run=run)
         if dry_run:
             return _print_config(request)
@@ -154,6 +172,11 @@ def _fail(status: ExitStatus, message: str, debug: bool) -> NoReturn:
     raise SystemExit(int(status))
 
 
+def _is_usage_error(exc: Exception) -> bool:
+    """Typer bundles its own copy of click, so its exceptions are recognised by shape rather than by class."""
+    return callable(getattr(exc, "show", None)) and getattr(exc, "exit_code", None) == ExitStatus.USAGE
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of the `dqn` console script and of `python -m dqn_cli`."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -161,15 +184,16 @@ def main(argv: list[str] | None = None) -> NoReturn:
     args = [a for a in args if a != "--debug"]
     try:
         code = app(args=args, prog_name="dqn", standalone_mode=False)
-    except click.exceptions.Abort:
-        raise SystemExit(int(ExitStatus.INTERRUPTED)) from None
-    except click.ClickException as exc:
-        exc.show()
-        raise SystemExit(int(ExitStatus.USAGE)) from None
     except DqnError as exc:
         _fail(exc.exit_status, str(exc), debug)
     except KeyboardInterrupt:
         _fail(ExitStatus.INTERRUPTED, "interrupted", debug)
-    except Exception as exc:  # a runtime failure: one line, the traceback on --debug
+    except Exception as exc:
+        if _is_usage_error(exc):  # Typer's own (vendored click) parsing errors: its usage text, exit 2
+            exc.show()  # type: ignore[attr-defined]
+            raise SystemExit(int(ExitStatus.USAGE)) from None
+        if type(exc).__name__ == "Abort":
+            raise SystemExit(int(ExitStatus.INTERRUPTED)) from None
+        # a runtime failure: one line, the traceback on --debug
         _fail(ExitStatus.ERROR, f"{type(exc).__name__}: {exc} (run again with --debug for the traceback)", debug)
     raise SystemExit(int(code or 0))

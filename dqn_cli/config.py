@@ -145,7 +145,7 @@ class Hyperparams(Section):
     )
     n_envs: Integer = Field(1, ge=1, description="environments stepped together; each vector step is n_envs steps")
     frame_stack: Integer = Field(1, ge=1, description="consecutive observations stacked (Atari: 4)")
-    atari_wrapper: AtariWrapperSettings = Field(default_factory=AtariWrapperSettings)
+    atari_wrapper: AtariWrapperSettings = AtariWrapperSettings()
     env_kwargs: dict[str, str | int | float | bool | None] = Field(
         default_factory=dict, description="keyword arguments for gymnasium.make, e.g. {repeat_action_probability: 0}"
     )
@@ -169,7 +169,7 @@ class Hyperparams(Section):
     exploration_final_eps: Probability = Field(0.05, description="epsilon after the annealing")
     max_grad_norm: Number = Field(10.0, gt=0, description="gradient-norm clipping threshold")
     stats_window_size: Integer = Field(100, ge=1, description="episodes averaged in the rollout statistics")
-    policy_kwargs: PolicyKwargs = Field(default_factory=PolicyKwargs)
+    policy_kwargs: PolicyKwargs = PolicyKwargs()
 
     @field_validator("gradient_steps")
     @classmethod

@@ -57,7 +57,11 @@ def atari_game(env_id: str) -> str | None:
 
 def _short_names() -> dict[str, str]:
     """lower-case short name -> the id it means (`spaceinvaders` -> SpaceInvadersNoFrameskip-v4)."""
-    return {env_id.removesuffix("NoFrameskip-v4").lower(): env_id for env_id in _registry() if env_id.endswith("NoFrameskip-v4")}
+    return {
+        env_id.removesuffix("NoFrameskip-v4").lower(): env_id
+        for env_id in _registry()
+        if env_id.endswith("NoFrameskip-v4")
+    }
 
 
 def resolve(name: str, extra_names: tuple[str, ...] = ()) -> EnvInfo:
@@ -68,7 +72,9 @@ def resolve(name: str, extra_names: tuple[str, ...] = ()) -> EnvInfo:
     if env_id is None:
         choices = [*_short_names_cased(), *extra_names, *registry]
         close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
-        close += [c for c in difflib.get_close_matches(name.lower(), [c.lower() for c in choices], n=3) if c not in close]
+        close += [
+            c for c in difflib.get_close_matches(name.lower(), [c.lower() for c in choices], n=3) if c not in close
+        ]
         hint = f"did you mean {' or '.join(dict.fromkeys(_cased(c, choices) for c in close[:3]))}?" if close else ""
         raise DqnError(
             f"unknown environment '{name}'; {hint or 'expected an Atari game name (SpaceInvaders) or a Gymnasium id'} "
@@ -76,7 +82,9 @@ def resolve(name: str, extra_names: tuple[str, ...] = ()) -> EnvInfo:
         )
     spec = registry[env_id]
     frame_skip = spec.kwargs.get("frameskip", 1)
-    return EnvInfo(env_id=env_id, game=atari_game(env_id), native_frame_skip=frame_skip if isinstance(frame_skip, int) else 0)
+    return EnvInfo(
+        env_id=env_id, game=atari_game(env_id), native_frame_skip=frame_skip if isinstance(frame_skip, int) else 0
+    )
 
 
 def _short_names_cased() -> list[str]:
@@ -154,7 +162,7 @@ def make_vec_env(
 
 
 def _channel_first(space: gym.Space[Any]) -> bool:
-    shape = getattr(space, "shape", ())
+    shape: tuple[int, ...] = getattr(space, "shape", None) or ()
     return len(shape) == 3 and shape[0] < shape[-1]
 
 
@@ -164,5 +172,5 @@ def check_discrete(info: EnvInfo, action_space: gym.Space[Any]) -> None:
     if not isinstance(action_space, spaces.Discrete):
         raise DqnError(
             f"{info.env_id} has a {type(action_space).__name__} action space; DQN needs discrete actions: "
-            "pick an env with discrete actions (e.g. CartPole-v1, any Atari game) or an algorithm for continuous control"
+            "pick an env with discrete actions (CartPole-v1, any Atari game) or an algorithm for continuous control"
         )

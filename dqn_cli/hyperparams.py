@@ -47,7 +47,8 @@ def find(info: EnvInfo) -> Selection:
             note=f"no hyperparameters file for {info.game}: using the Atari defaults ({files[ATARI_DEFAULTS].name})",
         )
     raise ConfigError(
-        f"no hyperparameters file for {info.env_id} (shipped: {', '.join(s for s in shipped_files() if s != 'atari')}); "
+        f"no hyperparameters file for {info.env_id} "
+        f"(shipped: {', '.join(s for s in shipped_files() if s != ATARI_DEFAULTS)}); "
         f"write one and pass it with -c FILE.yml"
     )
 

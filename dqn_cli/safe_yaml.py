@@ -28,7 +28,7 @@ class DataLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             if key in seen:
                 line = key_node.start_mark.line + 1
                 raise ConfigError(f"line {line}: the key '{key}' appears twice in one mapping; keep only one of them")
@@ -63,7 +63,7 @@ ZooRunLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.
 def parse(text: str, source: str, loader: type[DataLoader] = DataLoader) -> Any:
     """Parse YAML text as data; any problem becomes one `ConfigError` line that names `source`."""
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - DataLoader is a SafeLoader subclass
+        return yaml.load(text, Loader=loader)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     except yaml.constructor.ConstructorError as exc:

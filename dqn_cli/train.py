@@ -187,7 +187,7 @@ def _learn(
     live_progress: bool,
     say: Say,
 ) -> TrainResult:
-    from stable_baselines3.common.callbacks import CallbackList
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
     from dqn_cli.agent import StopRequest
     from dqn_cli.callbacks import CheckpointCallback, EvalCallback, ProgressCallback
@@ -201,15 +201,23 @@ def _learn(
     if run.eval_freq > 0:
         eval_env = envs.make_vec_env(info, resolved.hyperparams, seed=run.seed, n_envs=1, evaluation=True)
         evaluation = EvalCallback(
-            eval_env, run_dir, eval_freq=run.eval_freq, episodes=run.eval_episodes, epsilon=run.eval_epsilon, seed=run.seed, stop=stop
+            eval_env,
+            run_dir,
+            eval_freq=run.eval_freq,
+            episodes=run.eval_episodes,
+            epsilon=run.eval_epsilon,
+            seed=run.seed,
+            stop=stop,
         )
         if resumed_at is not None:
             evaluation.restore(resumed_at)
-    saver = CheckpointCallback(run_dir, save_freq=run.save_freq, replay_buffer=run.save_replay_buffer, keep=run.keep_checkpoints)
+    saver = CheckpointCallback(
+        run_dir, save_freq=run.save_freq, replay_buffer=run.save_replay_buffer, keep=run.keep_checkpoints
+    )
     total = resolved.hyperparams.n_timesteps
     _write_run_state(run_dir, "running", model)
     with reporter(live_progress) as (report, every), stop_on_signals(stop, lambda _: None):
-        callbacks = [c for c in (evaluation, saver) if c is not None]
+        callbacks: list[BaseCallback] = [c for c in (evaluation, saver) if c is not None]
         callbacks.append(ProgressCallback(report, evaluation, every))
         model.learn(
             total_timesteps=total - (resumed_at or 0),

@@ -7,6 +7,7 @@ and only literals, `dict(...)` and an allow-list of class names (`th.optim.RMSpr
 from __future__ import annotations
 
 import ast
+import contextlib
 from typing import Any
 
 from dqn_cli.config import ACTIVATIONS, OPTIMIZERS, Hyperparams
@@ -68,7 +69,9 @@ def parse_policy_kwargs(text: str, source: str) -> dict[str, Any]:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError:
-        raise ConfigError(f"{source}: policy_kwargs {text!r} is not a Python dict expression; write it as YAML") from None
+        raise ConfigError(
+            f"{source}: policy_kwargs {text!r} is not a Python dict expression; write it as YAML"
+        ) from None
     value = _literal(tree.body, source)
     if not isinstance(value, dict):
         raise ConfigError(f"{source}: policy_kwargs {text!r} must be dict(...) or a YAML mapping")
@@ -96,10 +99,8 @@ def _learning_rate(value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, str) and value.startswith("lin_"):
         out["learning_rate_schedule"] = "linear"
         value = value.removeprefix("lin_")
-        try:
+        with contextlib.suppress(ValueError):  # else left as a string: validation names it
             value = float(value)
-        except ValueError:
-            pass  # left as a string: validation names it
     out["learning_rate"] = value
 
 
@@ -117,7 +118,9 @@ def convert(section: dict[str, Any], source: str) -> dict[str, Any]:
             if value not in (False, None, "false", "False"):
                 raise ConfigError(f"{source}: normalize: VecNormalize is not supported for DQN here; remove the key")
         elif key in ("callback", "vec_env_wrapper", "replay_buffer_class", "replay_buffer_kwargs"):
-            raise ConfigError(f"{source}: {key} is an rl_zoo3 option dqn does not import (no code from files); remove it")
+            raise ConfigError(
+                f"{source}: {key} is an rl_zoo3 option dqn does not import (no code from files); remove it"
+            )
         else:
             out[key] = value
     return out

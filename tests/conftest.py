@@ -1,0 +1,45 @@
+"""Shared helpers: run the real `dqn` entry point in-process, in a temporary working directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dqn_cli.cli import main
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test runs in its own folder, so `logs/` never leaks between tests."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def dqn(workdir: Path, capsys: pytest.CaptureFixture[str]):
+    """Call `dqn ARGS...` in-process and return its exit code, stdout and stderr."""
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(args))
+        captured = capsys.readouterr()
+        return Result(int(exit_info.value.code or 0), captured.out, captured.err)
+
+    return run
+
+
+# A SpaceInvaders budget small enough for a test: a few thousand steps, a tiny buffer, one short evaluation.
+TINY_ATARI = (
+    "--n-timesteps", "2000", "--set", "learning_starts=500", "--set", "buffer_size=1000",
+    "--eval-freq", "1000", "--eval-episodes", "1", "--save-freq", "1000", "--seed", "1", "--no-progress",
+)  # fmt: skip
