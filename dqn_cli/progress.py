@@ -19,7 +19,7 @@ def _duration(seconds: float | None) -> str:
 def describe(stats: dict[str, Any]) -> str:
     """One line: `step 12,000/50,000 (24%) | 450 steps/s | ETA 1m24s | ε 0.31 | return 35.2 | eval 120.0 ± 3.0`."""
     parts = [
-        f"step {stats['step']:,}/{stats['total']:,} ({100 * stats['step'] / max(stats['total'], 1):.0f}%)",
+        f"step {stats['step']:,}/{stats['total']:,} ({min(100 * stats['step'] / max(stats['total'], 1), 100):.0f}%)",
         f"{stats['steps_per_s']:,.0f} steps/s",
         f"ETA {_duration(stats['eta_s'])}",
         f"ε {stats['epsilon']:.2f}",

@@ -234,3 +234,36 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(workdir: Path, monk
     with pytest.raises(OSError):
         checkpoint.atomic_save_model(model, final)
     assert DQN.load(final).num_timesteps == final_step > good_step, "the previous good model still loads"
+
+
+def test_resume_after_a_hard_kill_uses_the_last_periodic_checkpoint(dqn, workdir: Path) -> None:
+    cmd = [sys.executable, "-m", "dqn_cli", "train", "--env", "CartPole-v1", "-n", "1000000", "--eval-freq", "512",
+           "--eval-episodes", "2", "--save-freq", "1024", "--seed", "4", "--no-progress", "--no-tensorboard"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(checkpoint.complete(workdir / CARTPOLE)) < 2:
+        time.sleep(0.1)
+    proc.kill()  # SIGKILL: no handler runs, like an out-of-memory kill or a power cut
+    proc.wait(timeout=60)
+    latest = checkpoint.complete(CARTPOLE)[-1]
+    step = json.loads((latest / "state.json").read_text())["num_timesteps"]
+    (CARTPOLE / "resolved_config.yml").write_text(
+        (CARTPOLE / "resolved_config.yml").read_text().replace("n_timesteps: 1000000", f"n_timesteps: {step + 512}")
+    )
+
+    result = dqn("train", "--resume", str(CARTPOLE), "--no-progress")
+    assert result.code == 0, result.err
+    assert "has no replay buffer" in result.err and f"at step {step:,}" in result.err
+    assert DQN.load(CARTPOLE / "CartPole-v1.zip").num_timesteps == step + 512
+    with np.load(CARTPOLE / "evaluations.npz") as data:
+        timesteps = list(data["timesteps"])
+    assert timesteps == sorted(set(timesteps)), "evaluations made after the checkpoint are replaced, not duplicated"
+    assert timesteps[-1] == step + 512
+
+
+def test_several_envs_train_together(dqn, workdir: Path) -> None:
+    result = dqn("train", "--env", "CartPole-v1", "-n", "1024", "--set", "n_envs=2", "--set", "learning_starts=100",
+                 "--eval-freq", "0", "--seed", "0", "--no-progress", "--no-tensorboard")  # fmt: skip
+    assert result.code == 0, result.err
+    assert (CARTPOLE / "0.monitor.csv").is_file() and (CARTPOLE / "1.monitor.csv").is_file()
+    assert DQN.load(CARTPOLE / "CartPole-v1.zip").n_envs == 2
