@@ -12,7 +12,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from dqn_cli import checkpoint
 from dqn_cli.agent import StopRequest
-from dqn_cli.evaluation import EvaluationAborted, play
+from dqn_cli.play import EvaluationAborted, play
 from dqn_cli.rundir import BEST_MODEL, EVALUATIONS
 
 

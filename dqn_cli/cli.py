@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import traceback
@@ -138,6 +139,94 @@ def config_command(
             typer.echo(f"{key:42} {default:12} {description}")
         return ExitStatus.SUCCESS
     return _print_config(_request(env, config, overrides, n_timesteps, seed))
+
+
+ExpIdOption = Annotated[int | None, typer.Option("--exp-id", min=1, help="Run number N of logs/dqn/<EnvId>_N.")]
+RunOption = Annotated[Path | None, typer.Option("--run", help="A run folder (dqn's or rl_zoo3's).")]
+ModelOption = Annotated[Path | None, typer.Option("--model", help="A model zip (SB3 1.x/2.x, rl_zoo3 or dqn).")]
+BestOption = Annotated[bool, typer.Option("--best", help="Use the run's best_model.zip.")]
+LogDirOption = Annotated[Path, typer.Option("--log-dir", "-f", help="Root of the run folders.")]
+EpisodesOption = Annotated[int, typer.Option("--episodes", min=1, help="Episodes (full games) to play.")]
+EvalSeedOption = Annotated[int, typer.Option("--seed", min=0, help="Seed of the envs and of ε-greedy.")]
+EpsilonOption = Annotated[float, typer.Option("--epsilon", min=0.0, max=1.0, help="ε of the ε-greedy policy.")]
+DeterministicOption = Annotated[bool, typer.Option("--deterministic", help="Greedy actions only (ε = 0).")]
+TrustOption = Annotated[
+    bool, typer.Option("--trust", help="Load with SB3's full loader, which runs code in the file: trusted files only.")
+]
+
+
+def _query(env: str | None, exp_id: int | None, run: Path | None, model: Path | None, best: bool, log_dir: Path) -> Any:
+    from dqn_cli.selection import AgentQuery
+
+    return AgentQuery(env=env, exp_id=exp_id, run=run, model=model, best=best, log_dir=log_dir)
+
+
+@app.command("eval")
+def eval_command(
+    env: EnvOption = None,
+    exp_id: ExpIdOption = None,
+    run: RunOption = None,
+    model: ModelOption = None,
+    best: BestOption = False,
+    log_dir: LogDirOption = Path("logs"),
+    episodes: EpisodesOption = 10,
+    seed: EvalSeedOption = 0,
+    epsilon: EpsilonOption = 0.01,
+    deterministic: DeterministicOption = False,
+    sticky: Annotated[bool, typer.Option("--sticky", help="Sticky actions (repeat probability 0.25).")] = False,
+    n_envs: Annotated[int, typer.Option("--n-envs", min=1, help="Episodes played side by side.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    trust: TrustOption = False,
+) -> int:
+    """Evaluate an agent on full games: mean ± std, median, min, max, human-normalized score."""
+    from dqn_cli.evaluate import EvalRequest, evaluate
+    from dqn_cli.report import eval_table
+
+    request = EvalRequest(
+        query=_query(env, exp_id, run, model, best, log_dir), episodes=episodes, seed=seed,
+        epsilon=0.0 if deterministic else epsilon, sticky=sticky, n_envs=n_envs, trust=trust,
+    )  # fmt: skip
+    result = evaluate(request)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        eval_table(result)
+    return ExitStatus.SUCCESS
+
+
+@app.command()
+def enjoy(
+    env: EnvOption = None,
+    exp_id: ExpIdOption = None,
+    run: RunOption = None,
+    model: ModelOption = None,
+    best: BestOption = False,
+    log_dir: LogDirOption = Path("logs"),
+    episodes: EpisodesOption = 1,
+    seed: EvalSeedOption = 0,
+    epsilon: EpsilonOption = 0.01,
+    deterministic: DeterministicOption = False,
+    record: Annotated[bool, typer.Option("--record", help="Write an MP4 instead of opening a window.")] = False,
+    video_dir: Annotated[Path | None, typer.Option(help="Folder of the video (default: the run's videos/).")] = None,
+    video_length: Annotated[int | None, typer.Option(min=1, help="At most this many frames (60 per second).")] = None,
+    gif: Annotated[bool, typer.Option("--gif", help="Also write a small GIF (for READMEs).")] = False,
+    trust: TrustOption = False,
+) -> int:
+    """Watch an agent play, or record it (headless machines record)."""
+    from dqn_cli.enjoy import EnjoyRequest
+    from dqn_cli.enjoy import enjoy as play_agent
+
+    request = EnjoyRequest(
+        query=_query(env, exp_id, run, model, best, log_dir), episodes=episodes, seed=seed,
+        epsilon=0.0 if deterministic else epsilon, record=record, video_dir=video_dir, video_length=video_length,
+        gif=gif, trust=trust,
+    )  # fmt: skip
+    result = play_agent(request, _say)
+    if result.video is not None:
+        typer.echo(str(result.video))
+    if result.gif is not None:
+        typer.echo(str(result.gif))
+    return ExitStatus.SUCCESS
 
 
 @app.command()

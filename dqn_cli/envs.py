@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from dqn_cli.config import Hyperparams
 
 ATARI_ENTRY_POINT = "ale_py.env:AtariEnv"
+EVAL_NOOP_MAX = 30  # Mnih et al. (2015): evaluation episodes start with up to 30 random no-ops
+STICKY_ACTIONS = 0.25  # Machado et al. (2018), and ALE/*-v5's default
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,8 @@ def wrapper_frame_skip(info: EnvInfo, hp: Hyperparams) -> int:
 def atari_wrapper_kwargs(info: EnvInfo, hp: Hyperparams, evaluation: bool = False) -> dict[str, Any]:
     kwargs = hp.atari_wrapper.model_dump()
     kwargs["frame_skip"] = wrapper_frame_skip(info, hp)
-    if evaluation:  # the evaluation protocol plays full games with the true score (PRODUCT.md)
-        kwargs.update(terminal_on_life_loss=False, clip_reward=False)
+    if evaluation:  # the evaluation protocol plays full games with the true score, from up to 30 no-ops
+        kwargs.update(terminal_on_life_loss=False, clip_reward=False, noop_max=EVAL_NOOP_MAX)
     return kwargs
 
 
@@ -127,6 +130,8 @@ def make_vec_env(
     monitor_dir: Path | None = None,
     monitor_kwargs: dict[str, Any] | None = None,
     render_mode: str | None = None,
+    sticky: bool = False,
+    base_wrapper: Callable[[gym.Env[Any, Any]], gym.Env[Any, Any]] | None = None,
 ) -> VecEnv:
     """The vectorised env a DQN of `hp` trains (or is evaluated) on: Monitor, AtariWrapper, frame stack, CHW."""
     from stable_baselines3.common.atari_wrappers import AtariWrapper
@@ -138,10 +143,19 @@ def make_vec_env(
     env_kwargs = dict(hp.env_kwargs)
     if render_mode is not None:
         env_kwargs["render_mode"] = render_mode
+    if sticky and info.is_atari:
+        env_kwargs["repeat_action_probability"] = STICKY_ACTIONS
     wrapper_kwargs = atari_wrapper_kwargs(info, hp, evaluation) if info.is_atari else None
+
+    def make(**kwargs: Any) -> gym.Env[Any, Any]:
+        import gymnasium
+
+        env = gymnasium.make(info.env_id, **kwargs)
+        return base_wrapper(env) if base_wrapper is not None else env
+
     try:
         venv = sb3_make_vec_env(
-            info.env_id,
+            make,
             n_envs=n_envs,
             seed=seed,
             env_kwargs=env_kwargs,
@@ -159,6 +173,23 @@ def make_vec_env(
     if is_image_space(venv.observation_space) and not _channel_first(venv.observation_space):
         venv = VecTransposeImage(venv)
     return venv
+
+
+def sticky_probability(info: EnvInfo, hp: Hyperparams, sticky: bool) -> float:
+    """The repeat_action_probability the env plays with."""
+    if sticky:
+        return STICKY_ACTIONS
+    value = hp.env_kwargs.get(
+        "repeat_action_probability", _registry()[info.env_id].kwargs.get("repeat_action_probability", 0.0)
+    )
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def max_frames(info: EnvInfo, hp: Hyperparams) -> int | None:
+    value = hp.env_kwargs.get(
+        "max_num_frames_per_episode", _registry()[info.env_id].kwargs.get("max_num_frames_per_episode")
+    )
+    return int(value) if isinstance(value, int | float) else None
 
 
 def _channel_first(space: gym.Space[Any]) -> bool:

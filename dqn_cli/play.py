@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
+from typing import Protocol as TypingProtocol
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecEnv
 
     from dqn_cli.agent import StopRequest
@@ -21,6 +22,14 @@ class EvaluationAborted(Exception):
     """A stop was requested while episodes were being played."""
 
 
+class Predictor(TypingProtocol):
+    """An SB3 algorithm or policy: anything with SB3's `predict`."""
+
+    def predict(
+        self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False
+    ) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How episodes were played; stored next to every result."""
@@ -28,10 +37,13 @@ class Protocol:
     episodes: int
     epsilon: float
     seed: int
+    n_envs: int = 1
     full_games: bool = True  # no episode end on life loss
     clipped_rewards: bool = False
-    noop_max: int | None = None  # Atari only
+    noop_max: int | None = None  # Atari only: up to this many random no-ops at the start
     max_frames_per_episode: int | None = None  # Atari only (108,000 frames = 30 minutes of play)
+    sticky_actions: float | None = None  # Atari only: repeat_action_probability
+    frame_skip: int | None = None  # Atari only: emulator frames per agent step
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,13 +66,14 @@ class Episodes:
 
 
 def play(
-    model: BaseAlgorithm,
+    model: Predictor,
     env: VecEnv,
     episodes: int,
     *,
     epsilon: float,
     seed: int,
     stop: StopRequest | None = None,
+    on_episode: Callable[[int, float, int], None] | None = None,
 ) -> Episodes:
     """Play `episodes` episodes, ε-greedy on the model's greedy action, from a fixed seed.
 
@@ -80,7 +93,7 @@ def play(
     while (counts < targets).any():
         if stop is not None and stop.requested:
             raise EvaluationAborted
-        actions, _ = model.predict(obs, deterministic=True)  # type: ignore[arg-type]
+        actions, _ = model.predict(obs, deterministic=True)
         explore = rng.random(n_envs) < epsilon
         if explore.any():
             actions = np.where(explore, rng.integers(env.action_space.n, size=n_envs), actions)  # type: ignore[attr-defined]
@@ -93,5 +106,7 @@ def play(
                 returns.append(float(episode["r"]) if episode else float(running[i]))
                 lengths.append(int(episode["l"]) if episode else int(steps[i]))
                 counts[i] += 1
+                if on_episode is not None:
+                    on_episode(len(returns), returns[-1], lengths[-1])
             running[i], steps[i] = 0.0, 0
     return Episodes(np.array(returns), np.array(lengths))
