@@ -51,7 +51,7 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Episodes:
-    """Returns and lengths (env steps) of the episodes played, in the order they ended."""
+    """Returns (true game scores) and lengths (agent steps) of the episodes played, in the order they ended."""
 
     returns: np.ndarray
     lengths: np.ndarray
@@ -104,7 +104,7 @@ def play(
             if counts[i] < targets[i]:
                 episode = infos[i].get("episode")  # Monitor's record: the true game score
                 returns.append(float(episode["r"]) if episode else float(running[i]))
-                lengths.append(int(episode["l"]) if episode else int(steps[i]))
+                lengths.append(int(steps[i]))  # agent steps (Monitor's count is in emulator frames on Atari)
                 counts[i] += 1
                 if on_episode is not None:
                     on_episode(len(returns), returns[-1], lengths[-1])

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_ATARI
 from stable_baselines3 import DQN
 
 from dqn_cli import callbacks, checkpoint, safe_yaml
+
+from conftest import TINY_ATARI
 
 RUN = Path("logs/dqn/SpaceInvadersNoFrameskip-v4_1")
 CARTPOLE = Path("logs/dqn/CartPole-v1_1")
