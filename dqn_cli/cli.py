@@ -230,6 +230,50 @@ def enjoy(
 
 
 @app.command()
+def tune(
+    env: EnvOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    n_trials: Annotated[int, typer.Option("--n-trials", min=1, help="Trials this command runs.")] = 20,
+    timeout: Annotated[float | None, typer.Option(min=1, help="Stop starting trials after this many seconds.")] = None,
+    trial_timesteps: Annotated[int | None, typer.Option(min=1, help="Training steps per trial.")] = None,
+    n_evaluations: Annotated[int, typer.Option(min=1, help="Evaluations per trial (reported to the pruner).")] = 5,
+    eval_episodes: Annotated[int, typer.Option(min=1, help="Episodes per evaluation.")] = 5,
+    sampler: Annotated[str, typer.Option(help="tpe, random or cmaes.")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="median, halving, hyperband or none.")] = "median",
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the sampler and of the trials.")] = 0,
+    study_name: Annotated[str | None, typer.Option(help="Study to create or continue (default dqn-<EnvId>).")] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna RDB URL, e.g. postgresql://user@host/db (default: SQLite in the study folder)."),
+    ] = None,
+    n_jobs: Annotated[int, typer.Option("--n-jobs", min=1, help="Worker processes on this machine.")] = 1,
+    search_space: Annotated[
+        Path | None, typer.Option(help="Search-space YAML (default: the shipped Atari one).")
+    ] = None,
+    log_dir: LogDirOption = Path("logs"),
+    device: Annotated[str, typer.Option(help="torch device for the trials.")] = "auto",
+    heartbeat_interval: Annotated[int, typer.Option(min=1, help="Seconds between trial heartbeats.")] = 10,
+) -> int:
+    """Search hyperparameters with Optuna; writes best.yml for `dqn train -c`, trials.csv and plots."""
+    from dqn_cli.report import tune_summary
+    from dqn_cli.tune import TuneRequest
+    from dqn_cli.tune import tune as run_tune
+
+    if env is None:
+        raise DqnError("missing --env: name the game to tune (--env SpaceInvaders)")
+    request = TuneRequest(
+        env=env, config_file=config, overrides=tuple(overrides or ()), search_space=search_space, n_trials=n_trials,
+        timeout=timeout, trial_timesteps=trial_timesteps, n_evaluations=n_evaluations, eval_episodes=eval_episodes,
+        sampler=sampler, pruner=pruner, seed=seed, study_name=study_name, storage=storage, n_jobs=n_jobs,
+        log_dir=log_dir, device=device, heartbeat_interval=heartbeat_interval,
+    )  # fmt: skip
+    result = run_tune(request, _say)
+    tune_summary(result)
+    return ExitStatus.INTERRUPTED if result.interrupted else ExitStatus.SUCCESS
+
+
+@app.command()
 def games() -> int:
     """List the games and envs that have a hyperparameters file."""
     from dqn_cli import envs, hyperparams

@@ -185,7 +185,7 @@ def _nested_section(annotation: Any) -> type[Section] | None:
     return next((c for c in candidates if isinstance(c, type) and issubclass(c, Section)), None)
 
 
-def _section_fields(loc: tuple[int | str, ...]) -> list[str]:
+def section_fields(loc: tuple[int | str, ...]) -> list[str]:
     model: type[Section] | None = Hyperparams
     for part in loc:
         field = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
@@ -197,7 +197,7 @@ def _section_fields(loc: tuple[int | str, ...]) -> list[str]:
 
 def closest_key(key: str, loc: tuple[int | str, ...] = ()) -> str | None:
     """The valid key nearest to a misspelt one, within the section `loc` points into."""
-    matches = difflib.get_close_matches(key, _section_fields(loc), n=1, cutoff=0.5)
+    matches = difflib.get_close_matches(key, section_fields(loc), n=1, cutoff=0.5)
     return matches[0] if matches else None
 
 

@@ -37,3 +37,25 @@ def eval_table(result: dict[str, Any], console: Console | None = None) -> None:
     if human:
         console.print(f"human-normalized from random {human['random']} / human {human['human']} ({human['source']})")
     console.print(f"loading: {result['loaded']}; saved to {result['saved_to']}")
+
+
+def tune_summary(result: Any, console: Console | None = None) -> None:
+    """The best trials, the trial counts and where the study's files are."""
+    console = console or Console(width=None if Console().is_terminal else 120)
+    if result.interrupted:
+        console.print(
+            "[bold]interrupted[/bold]: the study keeps every finished trial; run the same command to continue"
+        )
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.counts.items())) or "no trials"
+    console.print(f"trials: {counts}")
+    if result.top:
+        table = Table(title="best trials", title_justify="left")
+        table.add_column("trial", justify="right")
+        table.add_column("mean return", justify="right")
+        table.add_column("parameters")
+        for row in result.top:
+            params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
+            table.add_row(str(row["number"]), f"{row['value']:.2f}", params)
+        console.print(table)
+    for path in result.files:
+        console.print(str(path))
