@@ -150,15 +150,23 @@ EpisodesOption = Annotated[int, typer.Option("--episodes", min=1, help="Episodes
 EvalSeedOption = Annotated[int, typer.Option("--seed", min=0, help="Seed of the envs and of ε-greedy.")]
 EpsilonOption = Annotated[float, typer.Option("--epsilon", min=0.0, max=1.0, help="ε of the ε-greedy policy.")]
 DeterministicOption = Annotated[bool, typer.Option("--deterministic", help="Greedy actions only (ε = 0).")]
+RepoOption = Annotated[str | None, typer.Option("--repo", help="A Hub repo ORG/NAME: pulled into --log-dir first.")]
+RevisionOption = Annotated[str | None, typer.Option("--revision", help="Branch, tag or commit of the Hub repo.")]
+EndpointOption = Annotated[
+    str | None, typer.Option("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co).")
+]
 TrustOption = Annotated[
     bool, typer.Option("--trust", help="Load with SB3's full loader, which runs code in the file: trusted files only.")
 ]
 
 
-def _query(env: str | None, exp_id: int | None, run: Path | None, model: Path | None, best: bool, log_dir: Path) -> Any:
+def _query(
+    env: str | None, exp_id: int | None, run: Path | None, model: Path | None, best: bool, log_dir: Path,
+    repo: str | None = None, revision: str | None = None, endpoint: str | None = None,
+) -> Any:  # fmt: skip
     from dqn_cli.selection import AgentQuery
 
-    return AgentQuery(env=env, exp_id=exp_id, run=run, model=model, best=best, log_dir=log_dir)
+    return AgentQuery(env, exp_id, run, model, best, log_dir, repo, revision, endpoint)
 
 
 @app.command("eval")
@@ -176,6 +184,9 @@ def eval_command(
     sticky: Annotated[bool, typer.Option("--sticky", help="Sticky actions (repeat probability 0.25).")] = False,
     n_envs: Annotated[int, typer.Option("--n-envs", min=1, help="Episodes played side by side.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    repo: RepoOption = None,
+    revision: RevisionOption = None,
+    endpoint: EndpointOption = None,
     trust: TrustOption = False,
 ) -> int:
     """Evaluate an agent on full games: mean ± std, median, min, max, human-normalized score."""
@@ -183,10 +194,10 @@ def eval_command(
     from dqn_cli.report import eval_table
 
     request = EvalRequest(
-        query=_query(env, exp_id, run, model, best, log_dir), episodes=episodes, seed=seed,
+        query=_query(env, exp_id, run, model, best, log_dir, repo, revision, endpoint), episodes=episodes, seed=seed,
         epsilon=0.0 if deterministic else epsilon, sticky=sticky, n_envs=n_envs, trust=trust,
     )  # fmt: skip
-    result = evaluate(request)
+    result = evaluate(request, _say)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
@@ -210,6 +221,9 @@ def enjoy(
     video_dir: Annotated[Path | None, typer.Option(help="Folder of the video (default: the run's videos/).")] = None,
     video_length: Annotated[int | None, typer.Option(min=1, help="At most this many frames (60 per second).")] = None,
     gif: Annotated[bool, typer.Option("--gif", help="Also write a small GIF (for READMEs).")] = False,
+    repo: RepoOption = None,
+    revision: RevisionOption = None,
+    endpoint: EndpointOption = None,
     trust: TrustOption = False,
 ) -> int:
     """Watch an agent play, or record it (headless machines record)."""
@@ -217,7 +231,7 @@ def enjoy(
     from dqn_cli.enjoy import enjoy as play_agent
 
     request = EnjoyRequest(
-        query=_query(env, exp_id, run, model, best, log_dir), episodes=episodes, seed=seed,
+        query=_query(env, exp_id, run, model, best, log_dir, repo, revision, endpoint), episodes=episodes, seed=seed,
         epsilon=0.0 if deterministic else epsilon, record=record, video_dir=video_dir, video_length=video_length,
         gif=gif, trust=trust,
     )  # fmt: skip
@@ -271,6 +285,54 @@ def tune(
     result = run_tune(request, _say)
     tune_summary(result)
     return ExitStatus.INTERRUPTED if result.interrupted else ExitStatus.SUCCESS
+
+
+@app.command()
+def push(
+    env: EnvOption = None,
+    repo_id: Annotated[
+        str | None, typer.Option("--repo-id", help="Hub repo to push to (default <you>/dqn-<EnvId>).")
+    ] = None,
+    exp_id: ExpIdOption = None,
+    run: RunOption = None,
+    model: ModelOption = None,
+    best: BestOption = False,
+    log_dir: LogDirOption = Path("logs"),
+    repo: RepoOption = None,
+    episodes: Annotated[int, typer.Option("--episodes", min=1, help="Full games for the card's score.")] = 10,
+    seed: EvalSeedOption = 0,
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    commit_message: Annotated[str | None, typer.Option(help="Message of the commit.")] = None,
+    endpoint: EndpointOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Build the folder and list it; upload nothing.")] = False,
+    trust: TrustOption = False,
+) -> int:
+    """Evaluate, record and share an agent on the Hugging Face Hub (rl_zoo3's repo layout)."""
+    from dqn_cli.hub import PushRequest
+    from dqn_cli.hub import push as share
+
+    request = PushRequest(
+        query=_query(env, exp_id, run, model, best, log_dir, repo, None, endpoint), repo_id=repo_id, episodes=episodes,
+        seed=seed, private=private, commit_message=commit_message, endpoint=endpoint, dry_run=dry_run, trust=trust,
+    )  # fmt: skip
+    outcome = share(request, _say)
+    if outcome.commit_url:
+        typer.echo(outcome.commit_url)
+    return ExitStatus.SUCCESS
+
+
+@app.command()
+def pull(
+    repo_id: Annotated[str, typer.Argument(help="Hub repo ORG/NAME, e.g. sb3/dqn-SpaceInvadersNoFrameskip-v4.")],
+    revision: RevisionOption = None,
+    endpoint: EndpointOption = None,
+    log_dir: LogDirOption = Path("logs"),
+) -> int:
+    """Download a shared agent into logs/ as a run folder, ready for eval, enjoy and push."""
+    from dqn_cli.hub import pull as fetch
+
+    typer.echo(str(fetch(repo_id, revision=revision, endpoint=endpoint, log_dir=log_dir, say=_say)))
+    return ExitStatus.SUCCESS
 
 
 @app.command()

@@ -58,7 +58,7 @@ def video_path(agent: Agent, request: EnjoyRequest) -> Path:
 
 def enjoy(request: EnjoyRequest, say: Callable[[str], None]) -> EnjoyResult:
     """Play `request.episodes` episodes, showing them or recording them."""
-    agent = select(request.query)
+    agent = select(request.query, say)
     record = request.record or not has_display()
     if record and not request.record:
         say("no display found: recording a video instead (pass --record to do so without this note)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,9 @@ def result_path(agent: Agent) -> Path:
     return agent.model_path.with_suffix(".eval.json")
 
 
-def evaluate(request: EvalRequest) -> dict[str, Any]:
+def evaluate(request: EvalRequest, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Play `request.episodes` full games and return (and save) the result with its protocol."""
-    agent = select(request.query)
+    agent = select(request.query, say)
     protocol = protocol_for(agent, request.episodes, request.epsilon, request.seed, request.n_envs, request.sticky)
     env = envs.make_vec_env(
         agent.env, agent.hyperparams, seed=request.seed, n_envs=request.n_envs, evaluation=True, sticky=request.sticky

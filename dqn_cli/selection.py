@@ -1,4 +1,4 @@
-"""Choosing the agent a command plays: the latest run of --env, --exp-id N, --run DIR or --model FILE.zip.
+"""Choosing the agent a command plays: the latest run of --env, --exp-id N, --run DIR, --model FILE.zip or --repo.
 
 Run folders made by `dqn train` and by rl_zoo3 are both understood. The environment settings an agent is played
 with (frame stack, Atari preprocessing, env kwargs) come from the run's own saved configuration, never from today's
@@ -7,6 +7,7 @@ defaults; rl_zoo3's `config.yml` is read without an unsafe YAML loader.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ class AgentQuery:
     model: Path | None = None
     best: bool = False
     log_dir: Path = Path("logs")
+    repo: str | None = None  # a Hub repo, pulled into log_dir first
+    revision: str | None = None
+    endpoint: str | None = None
 
 
 def _zoo_env_id(run_dir: Path) -> str | None:
@@ -111,8 +115,13 @@ def _latest_run(query: AgentQuery) -> Path:
     return query.log_dir / rundir.ALGO / f"{info.name}_{with_model[-1]}"
 
 
-def select(query: AgentQuery) -> Agent:
+def select(query: AgentQuery, say: Callable[[str], None] = lambda _: None) -> Agent:
     """The agent the options point at (see the module docstring for the order)."""
+    if query.repo is not None:
+        from dqn_cli.hub import pull
+
+        run_dir = pull(query.repo, revision=query.revision, endpoint=query.endpoint, log_dir=query.log_dir, say=say)
+        return _from_run(run_dir, None, query.best, query.env)
     if query.model is not None:
         model = query.model
         parent = model.parent
