@@ -42,7 +42,8 @@ class DQNAgent(DQN):
     stop_request: StopRequest | None = None
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "stop_request"]
+        # The buffer class is dqn's: leaving it out keeps the zip loadable by plain SB3 without dqn installed.
+        return [*super()._excluded_save_params(), "stop_request", "replay_buffer_class", "replay_buffer_kwargs"]
 
     def collect_rollouts(self, *args: Any, **kwargs: Any) -> RolloutReturn:
         if self.stop_request is not None and self.stop_request.requested:
@@ -95,12 +96,46 @@ SB3_KEYS = (
 )
 
 
+def uses_compact_buffer(hp: Hyperparams, observation_space: Any) -> bool:
+    """CompactReplayBuffer for stacked uint8 images unless the file asks for SB3's own buffer."""
+    import numpy as np
+
+    if hp.replay_buffer_class != "auto":
+        return hp.replay_buffer_class == "CompactReplayBuffer"
+    shape: tuple[int, ...] = getattr(observation_space, "shape", None) or ()
+    return len(shape) == 3 and observation_space.dtype == np.uint8 and shape[0] > 1 and not hp.optimize_memory_usage
+
+
+def buffer_setup(hp: Hyperparams, observation_space: Any) -> dict[str, Any]:
+    """`replay_buffer_class` and `replay_buffer_kwargs` for SB3's DQN."""
+    if uses_compact_buffer(hp, observation_space):
+        from dqn_cli.buffers import CompactReplayBuffer
+
+        kwargs = {"n_steps": hp.n_steps, "gamma": hp.gamma}
+        return {"replay_buffer_class": CompactReplayBuffer, "replay_buffer_kwargs": kwargs}
+    if hp.optimize_memory_usage:  # SB3 refuses the combination with its default timeout handling
+        return {"replay_buffer_kwargs": {"handle_timeout_termination": False}}
+    return {}
+
+
+def fresh_buffer(model: DQN, hp: Hyperparams) -> Any:
+    """An empty replay buffer of the configured kind, for `model`."""
+    from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
+
+    setup = buffer_setup(hp, model.observation_space)
+    cls = setup.get("replay_buffer_class") or (NStepReplayBuffer if hp.n_steps > 1 else ReplayBuffer)
+    kwargs = dict(setup.get("replay_buffer_kwargs", {}))
+    if cls is NStepReplayBuffer:
+        kwargs.update(n_steps=hp.n_steps, gamma=hp.gamma)
+    return cls(hp.buffer_size, model.observation_space, model.action_space, device=model.device,
+               n_envs=model.n_envs, optimize_memory_usage=hp.optimize_memory_usage, **kwargs)  # fmt: skip
+
+
 def build(hp: Hyperparams, env: VecEnv, *, seed: int, device: str, tensorboard_log: str | None) -> DQNAgent:
     """A fresh agent for `env`, configured exactly by `hp`."""
     kwargs: dict[str, Any] = {key: getattr(hp, key) for key in SB3_KEYS}
     kwargs["train_freq"] = tuple(hp.train_freq) if isinstance(hp.train_freq, tuple) else hp.train_freq
-    if hp.optimize_memory_usage:  # SB3 refuses the combination with its default timeout handling
-        kwargs["replay_buffer_kwargs"] = {"handle_timeout_termination": False}
+    kwargs.update(buffer_setup(hp, env.observation_space))
     return DQNAgent(
         hp.policy or "MlpPolicy",
         env,

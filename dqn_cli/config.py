@@ -149,6 +149,11 @@ class Hyperparams(Section):
     env_kwargs: dict[str, str | int | float | bool | None] = Field(
         default_factory=dict, description="keyword arguments for gymnasium.make, e.g. {repeat_action_probability: 0}"
     )
+    replay_buffer_class: Literal["auto", "ReplayBuffer", "CompactReplayBuffer"] = Field(
+        "auto",
+        description="auto: CompactReplayBuffer (each frame stored once, ~7 KB per Atari transition) for stacked "
+        "images, SB3's ReplayBuffer otherwise",
+    )
     learning_rate_schedule: Literal["constant", "linear"] = Field(
         "constant", description="linear: decays learning_rate to 0 over the run (rl_zoo3's `lin_` prefix)"
     )

@@ -75,7 +75,14 @@ def zoo_config(resolved: ResolvedConfig, atari_wrapper_kwargs: dict[str, Any] | 
     hp = resolved.hyperparams
     sb3 = hp.model_dump(
         mode="json",
-        exclude={"atari_wrapper", "env_kwargs", "learning_rate_schedule", "policy_kwargs", "frame_stack"},
+        exclude={
+            "atari_wrapper",
+            "env_kwargs",
+            "learning_rate_schedule",
+            "policy_kwargs",
+            "frame_stack",
+            "replay_buffer_class",
+        },
     )
     config: dict[str, Any] = dict(sb3)
     if hp.learning_rate_schedule == "linear":

@@ -104,7 +104,7 @@ def resume(run_dir: Path, *, live_progress: bool, say: Say) -> TrainResult:
 
 
 def _load_checkpoint(latest: Path, state: dict[str, Any], env: Any, resolved: ResolvedConfig, say: Say) -> Any:
-    from dqn_cli.agent import DQNAgent
+    from dqn_cli.agent import DQNAgent, fresh_buffer
 
     try:
         # buffer_size=1: the real buffer comes from the checkpoint; never hold two of them in memory
@@ -119,23 +119,9 @@ def _load_checkpoint(latest: Path, state: dict[str, Any], env: Any, resolved: Re
             raise DqnError(f"{latest / checkpoint.REPLAY_BUFFER}: cannot load the replay buffer ({exc})") from None
     else:
         say(f"{latest.name} has no replay buffer (--save-replay-buffer was off): the buffer refills from empty")
-        _fresh_buffer(model)
+        model.replay_buffer = fresh_buffer(model, resolved.hyperparams)
     model._last_obs = None  # the env is new: SB3 resets it and starts a fresh episode
     return model
-
-
-def _fresh_buffer(model: Any) -> None:
-    from stable_baselines3.common.buffers import ReplayBuffer
-
-    model.replay_buffer = ReplayBuffer(
-        model.buffer_size,
-        model.observation_space,
-        model.action_space,
-        device=model.device,
-        n_envs=model.n_envs,
-        optimize_memory_usage=model.optimize_memory_usage,
-        handle_timeout_termination=not model.optimize_memory_usage,
-    )
 
 
 def _action_space(info: envs.EnvInfo) -> Any:
