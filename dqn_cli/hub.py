@@ -153,30 +153,6 @@ class PushOutcome:
     commit_url: str | None  # None: dry run, or nothing changed
 
 
-def _unchanged(api: HfApi, repo_id: str, folder: Path) -> bool:
-    """True when the repo already holds exactly these files with these contents."""
-    import hashlib
-
-    from huggingface_hub.hf_api import RepoFile
-
-    try:
-        remote = {e.path: e for e in api.list_repo_tree(repo_id, recursive=True) if isinstance(e, RepoFile)}
-    except Exception:
-        return False
-    local = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
-    if set(remote) - {".gitattributes"} != set(local):
-        return False
-    for path, file in local.items():
-        data = file.read_bytes()
-        entry = remote[path]
-        if entry.lfs is not None:
-            if entry.lfs.sha256 != hashlib.sha256(data).hexdigest():
-                return False
-        elif entry.blob_id != hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest():
-            return False
-    return True
-
-
 def upload(
     folder: Path, repo_id: str, *, endpoint: str, token: str, private: bool, message: str, say: Say
 ) -> str | None:
@@ -184,15 +160,18 @@ def upload(
     api = make_api(endpoint, token)
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        if _unchanged(api, repo_id, folder):
-            say(f"{repo_id} already holds exactly these files: no new commit")
-            return None
+        before = api.model_info(repo_id).sha
+        # huggingface_hub leaves out files whose content the repo already has and commits nothing when no file
+        # changed; the commit is made only after every LFS object is uploaded, so a failure leaves the repo as it was.
         info = api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type="model", commit_message=message)
     except DqnError:
         raise
     except Exception as exc:
         raise explain(exc, repo_id, endpoint, "upload to") from None
-    return str(getattr(info, "commit_url", info))
+    if info.oid == before:
+        say(f"{repo_id} already holds exactly these files: no new commit")
+        return None
+    return str(info.commit_url)
 
 
 @dataclass(frozen=True)
@@ -219,10 +198,9 @@ def push(request: PushRequest, say: Say) -> PushOutcome:
 
     endpoint = hub_endpoint(request.endpoint)
     token = None if request.dry_run else require_token()  # before any evaluation starts
+    user = whoami(make_api(endpoint, token), endpoint) if token else "USER"  # a rejected token fails here, early
     agent = select(request.query)
-    repo_id = (
-        request.repo_id or f"{whoami(make_api(endpoint, token), endpoint) if token else 'USER'}/dqn-{agent.env.name}"
-    )
+    repo_id = request.repo_id or f"{user}/dqn-{agent.env.name}"
     query = AgentQuery(model=agent.model_path, env=agent.env.env_id)
     say(f"evaluating {agent.model_path} on {request.episodes} full games")
     result = evaluate(EvalRequest(query=query, episodes=request.episodes, seed=request.seed, trust=request.trust))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,3 +46,22 @@ TINY_ATARI = (
     "--n-timesteps", "2000", "--set", "learning_starts=500", "--set", "buffer_size=1000",
     "--eval-freq", "1000", "--eval-episodes", "1", "--save-freq", "1000", "--seed", "1", "--no-progress",
 )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding logs/ with one freshly trained tiny SpaceInvaders agent (trained once per session)."""
+    root = tmp_path_factory.mktemp("trained")
+    cmd = [sys.executable, "-m", "dqn_cli", "train", "--env", "SpaceInvaders", "-n", "600", "--set", "learning_starts=100",
+           "--set", "buffer_size=600", "--eval-freq", "300", "--eval-episodes", "1", "--save-freq", "0", "--seed", "0",
+           "--no-progress"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+@pytest.fixture
+def here(trained: Path, workdir: Path) -> Path:
+    """The working directory, holding a copy of the trained agent's logs/."""
+    shutil.copytree(trained / "logs", workdir / "logs")
+    return workdir

@@ -4,6 +4,8 @@
 subset of the Hub's HTTP API that `huggingface_hub` 2.4 (httpx2) uses for pushing and pulling model repos, with the
 same URLs, headers, JSON bodies and error conventions, worked out from huggingface_hub's own source code:
 
+    from hub_server import FakeHub  # tests/ is on sys.path under pytest (as for `import agents`)
+
     with FakeHub(tokens={"hf_good": "alice"}, orgs={"alice": ["course-org"]}) as hub:
         hub.patch_env(monkeypatch, tmp_path)            # env vars + huggingface_hub.constants (see below)
         api = HfApi(endpoint=hub.endpoint, token="hf_good")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,23 +19,6 @@ import agents
 
 ENV_ID = "SpaceInvadersNoFrameskip-v4"
 RUN = Path("logs/dqn") / f"{ENV_ID}_1"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding logs/ with one freshly trained tiny SpaceInvaders agent."""
-    root = tmp_path_factory.mktemp("trained")
-    cmd = [sys.executable, "-m", "dqn_cli", "train", "--env", "SpaceInvaders", "-n", "600", "--set", "learning_starts=100",
-           "--set", "buffer_size=600", "--eval-freq", "0", "--save-freq", "0", "--seed", "0", "--no-progress"]  # fmt: skip
-    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    return root
-
-
-@pytest.fixture
-def here(trained: Path, workdir: Path) -> Path:
-    shutil.copytree(trained / "logs", workdir / "logs")
-    return workdir
 
 
 def eval_json(dqn, *args: str) -> dict:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hub_server import FakeHub, git_blob_oid
 from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
@@ -22,8 +23,6 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-
-from tests.hub_server import FakeHub, git_blob_oid
 
 GOOD, BOB, READ_ONLY = "hf_good_alice_secret", "hf_bob_secret", "hf_read_only_secret"
 BIG = random.Random(0).randbytes(20_000)  # > 10 KB and binary: goes through LFS
