@@ -31,12 +31,12 @@ test-fast: setup  ## skips the learning tests marked slow
 check: lint typecheck  ## lint, format check and type check
 
 lint: setup
-	$(BIN)/ruff check dqn_cli tests
-	$(BIN)/ruff format --check dqn_cli tests
+	$(BIN)/ruff check dqn_cli tests benchmarks
+	$(BIN)/ruff format --check dqn_cli tests benchmarks
 
 format: setup
-	$(BIN)/ruff format dqn_cli tests
-	$(BIN)/ruff check --fix dqn_cli tests
+	$(BIN)/ruff format dqn_cli tests benchmarks
+	$(BIN)/ruff check --fix dqn_cli tests benchmarks
 
 typecheck: setup
 	$(BIN)/mypy

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from stable_baselines3 import DQN
 from stable_baselines3.common.type_aliases import RolloutReturn
 
@@ -44,6 +45,26 @@ class DQNAgent(DQN):
     def _excluded_save_params(self) -> list[str]:
         # The buffer class is dqn's: leaving it out keeps the zip loadable by plain SB3 without dqn installed.
         return [*super()._excluded_save_params(), "stop_request", "replay_buffer_class", "replay_buffer_kwargs"]
+
+    def predict(
+        self,
+        observation: Any,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """ε-greedy per env: SB3's DQN draws one coin for the whole vector, so with n_envs > 1 either every env
+        explores or none does. With one env this is SB3's behaviour, forward pass skipped when exploring."""
+        if deterministic or not self.policy.is_vectorized_observation(observation):
+            return super().predict(observation, state, episode_start, deterministic)
+        n = observation.shape[0]
+        explore = np.random.rand(n) < self.exploration_rate
+        if explore.all():
+            return np.array([self.action_space.sample() for _ in range(n)]), state
+        actions, state = self.policy.predict(observation, state, episode_start, deterministic)
+        if explore.any():
+            actions = np.where(explore, [self.action_space.sample() for _ in range(n)], actions)
+        return actions, state
 
     def collect_rollouts(self, *args: Any, **kwargs: Any) -> RolloutReturn:
         if self.stop_request is not None and self.stop_request.requested:
@@ -131,10 +152,27 @@ def fresh_buffer(model: DQN, hp: Hyperparams) -> Any:
                n_envs=model.n_envs, optimize_memory_usage=hp.optimize_memory_usage, **kwargs)  # fmt: skip
 
 
+def vector_schedule(hp: Hyperparams) -> tuple[Any, int]:
+    """(train_freq, gradient_steps) in SB3's units, keeping the file's replay ratio when n_envs > 1.
+
+    SB3 counts train_freq in vector steps (n_envs env steps each). The file means env steps: one phase of
+    gradient_steps every train_freq env steps in total, so results stay comparable whatever n_envs is.
+    """
+    if isinstance(hp.train_freq, tuple):
+        return tuple(hp.train_freq), hp.gradient_steps
+    freq, n = hp.train_freq, hp.n_envs
+    grad = freq if hp.gradient_steps == -1 else hp.gradient_steps  # -1: one gradient step per env step
+    if n == 1:
+        return freq, hp.gradient_steps
+    if freq % n == 0:
+        return freq // n, grad
+    return 1, grad * n // freq  # n % freq == 0, checked by the config
+
+
 def build(hp: Hyperparams, env: VecEnv, *, seed: int, device: str, tensorboard_log: str | None) -> DQNAgent:
     """A fresh agent for `env`, configured exactly by `hp`."""
     kwargs: dict[str, Any] = {key: getattr(hp, key) for key in SB3_KEYS}
-    kwargs["train_freq"] = tuple(hp.train_freq) if isinstance(hp.train_freq, tuple) else hp.train_freq
+    kwargs["train_freq"], kwargs["gradient_steps"] = vector_schedule(hp)
     kwargs.update(buffer_setup(hp, env.observation_space))
     return DQNAgent(
         hp.policy or "MlpPolicy",

@@ -73,6 +73,7 @@ def train(
     log_dir: Annotated[Path, typer.Option("--log-dir", "-f", help="Root of the run folders.")] = Path("logs"),
     eval_freq: Annotated[int, typer.Option(min=0, help="Env steps between evaluations (0: none).")] = 25_000,
     eval_episodes: Annotated[int, typer.Option(min=1, help="Full games per evaluation.")] = 5,
+    eval_envs: Annotated[int, typer.Option(min=0, help="Games played side by side (0: up to 8).")] = 0,
     save_freq: Annotated[int, typer.Option(min=0, help="Env steps between checkpoints (0: only on stop).")] = 100_000,
     keep_checkpoints: Annotated[int, typer.Option(min=1, help="Newest checkpoints kept.")] = 2,
     save_replay_buffer: Annotated[
@@ -95,6 +96,7 @@ def train(
         run = {
             "eval_freq": eval_freq,
             "eval_episodes": eval_episodes,
+            "eval_envs": eval_envs,
             "save_freq": save_freq,
             "keep_checkpoints": keep_checkpoints,
             "save_replay_buffer": save_replay_buffer,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dqn_cli.errors import ConfigError
 
@@ -176,6 +176,21 @@ class Hyperparams(Section):
     stats_window_size: Integer = Field(100, ge=1, description="episodes averaged in the rollout statistics")
     policy_kwargs: PolicyKwargs = PolicyKwargs()
 
+    @model_validator(mode="after")
+    def _replay_ratio_kept(self) -> Hyperparams:
+        freq, n = self.train_freq, self.n_envs
+        if isinstance(freq, int) and n > 1 and freq % n and n % freq:
+            fitting = ", ".join(str(d) for d in range(2, 2 * freq + 1) if freq % d == 0 or d % freq == 0)
+            raise ValueError(
+                f"n_envs={n} with train_freq={freq}: one must divide the other to keep one training phase per "
+                f"train_freq env steps; use n_envs {fitting}"
+            )
+        if isinstance(freq, int) and n > freq and self.gradient_steps != -1 and (self.gradient_steps * n) % freq:
+            raise ValueError(
+                f"gradient_steps={self.gradient_steps} × n_envs={n} must be a multiple of train_freq={freq}"
+            )
+        return self
+
     @field_validator("gradient_steps")
     @classmethod
     def _gradient_steps(cls, value: int) -> int:
@@ -216,7 +231,7 @@ def _explain(error: Any) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if message.startswith("Input should be "):
         message = f"must be {message.removeprefix('Input should be ')}, found {error['input']!r}"
-    return f"{where}: {message}"
+    return f"{where}: {message}" if where else message
 
 
 def validate(raw: Any, source: str) -> Hyperparams:
@@ -256,6 +271,12 @@ class RunSettings(Section):
     eval_freq: Integer = Field(25_000, ge=0, description="env steps between evaluations (0: never)")
     eval_episodes: Integer = Field(5, ge=1, description="full games played per evaluation")
     eval_epsilon: Probability = Field(0.01, description="ε of the ε-greedy evaluation policy")
+    eval_envs: Integer = Field(
+        0,
+        ge=0,
+        description="games played side by side in each evaluation, one batched forward pass per step "
+        "(0: min(eval_episodes, 8))",
+    )
     save_freq: Integer = Field(100_000, ge=0, description="env steps between checkpoints (0: only on stop)")
     keep_checkpoints: Integer = Field(2, ge=1, description="newest checkpoints kept")
     save_replay_buffer: Boolean = Field(False, description="periodic checkpoints include the replay buffer")

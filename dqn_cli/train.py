@@ -185,7 +185,8 @@ def _learn(
     model.stop_request = stop
     evaluation = None
     if run.eval_freq > 0:
-        eval_env = envs.make_vec_env(info, resolved.hyperparams, seed=run.seed, n_envs=1, evaluation=True)
+        n_eval = run.eval_envs or min(run.eval_episodes, 8)
+        eval_env = envs.make_vec_env(info, resolved.hyperparams, seed=run.seed, n_envs=n_eval, evaluation=True)
         evaluation = EvalCallback(
             eval_env,
             run_dir,

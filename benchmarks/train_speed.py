@@ -1,0 +1,172 @@
+"""Benchmark: `dqn train` against `python -m rl_zoo3.train`, same game, hyperparameters and step budget.
+
+Every figure comes from whole-process runs on this machine, one tool at a time (never side by side, so they do not
+compete for cores). Start-up costs cancel out by differencing runs that differ only in the phase measured:
+
+    warm-up    (learning_starts not reached: env steps, random actions, replay-buffer adds)
+               = (W - S) / (time of a W-step run - time of an S-step run)
+    training   (one gradient step every train_freq env steps, ε-greedy actions)
+               = K / (time of a (W + K)-step run with learning_starts = W - time of the W-step run)
+    evaluation (full games, the eval env of each tool)
+               = episodes / (time of the W-step run with one evaluation at the end - time of the W-step run)
+
+and prints steps/s for each tool, the ratio dqn / rl_zoo3, each run's peak memory (max RSS), and the replay
+buffers' bytes per transition. Usage: `python benchmarks/train_speed.py [--env SpaceInvaders] [--train-steps 4000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ZOO_ENV = {
+    "SpaceInvaders": "SpaceInvadersNoFrameskip-v4",
+    "Pong": "PongNoFrameskip-v4",
+    "Breakout": "BreakoutNoFrameskip-v4",
+}
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one command, run alone; its peak is read by a fresh wrapper process."""
+    wrapper = (
+        "import resource, subprocess, sys, time, json\n"
+        "t = time.perf_counter(); r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n"
+        "dt = time.perf_counter() - t\n"
+        "if r.returncode: sys.stderr.write(r.stderr.decode()[-3000:]); sys.exit(r.returncode)\n"
+        "print(json.dumps([dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", wrapper, *cmd], cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"benchmark run failed: {' '.join(cmd)}\n{done.stderr}")
+    seconds, peak = json.loads(done.stdout)
+    return seconds, peak
+
+
+def dqn_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "dqn_cli",
+        "train",
+        "--env",
+        env,
+        "-n",
+        str(steps),
+        "--seed",
+        "0",
+        "--no-progress",
+        "--no-tensorboard",
+        "--save-freq",
+        "0",
+        "--set",
+        f"learning_starts={starts}",
+        "--set",
+        f"buffer_size={buffer}",
+    ]
+    if eval_episodes:
+        return [*cmd, "--eval-freq", str(steps), "--eval-episodes", str(eval_episodes)]
+    return [*cmd, "--eval-freq", "0"]
+
+
+def zoo_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "rl_zoo3.train",
+        "--algo",
+        "dqn",
+        "--env",
+        ZOO_ENV.get(env, env),
+        "-n",
+        str(steps),
+        "--seed",
+        "0",
+        "-f",
+        "zoo_logs",
+        "--hyperparams",
+        f"learning_starts:{starts}",
+        f"buffer_size:{buffer}",
+    ]
+    if eval_episodes:
+        return [*cmd, "--eval-freq", str(steps), "--eval-episodes", str(eval_episodes), "--n-eval-envs", "1"]
+    return [*cmd, "--eval-freq", "-1"]
+
+
+def measure(tool: str, args: argparse.Namespace) -> dict[str, float]:
+    make = dqn_cmd if tool == "dqn" else zoo_cmd
+    w, s, k, buffer = args.warmup_steps, args.warmup_steps // 10, args.train_steps, args.buffer_size
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        short, peak_short = timed(make(args.env, s, w + k, buffer, 0), cwd)
+        warm, peak_warm = timed(make(args.env, w, w + k, buffer, 0), cwd)
+        train, peak_train = timed(make(args.env, w + k, w, buffer, 0), cwd)
+        evaluated, peak_eval = timed(make(args.env, w, w + k, buffer, args.eval_episodes), cwd)
+    return {
+        "warmup_steps_per_s": (w - s) / max(warm - short, 1e-9),
+        "train_steps_per_s": k / max(train - warm, 1e-9),
+        "eval_seconds_per_episode": max(evaluated - warm, 1e-9) / args.eval_episodes,
+        "peak_rss_mb": max(peak_short, peak_warm, peak_train, peak_eval),
+    }
+
+
+def buffer_bytes() -> dict[str, float]:
+    import numpy as np
+    from gymnasium import spaces
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    from dqn_cli.buffers import CompactReplayBuffer
+
+    obs, actions, n = spaces.Box(0, 255, (4, 84, 84), np.uint8), spaces.Discrete(6), 10_000
+    sb3 = ReplayBuffer(n, obs, actions, device="cpu")
+    sb3_bytes = sum(
+        a.nbytes for a in (sb3.observations, sb3.next_observations, sb3.actions, sb3.rewards, sb3.dones, sb3.timeouts)
+    )
+    return {"sb3": sb3_bytes / n, "dqn": CompactReplayBuffer(n, obs, actions, device="cpu").nbytes / n}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="SpaceInvaders")
+    parser.add_argument("--warmup-steps", type=int, default=10_000)
+    parser.add_argument("--train-steps", type=int, default=4_000, help="env steps with gradient steps (1 per 4)")
+    parser.add_argument("--eval-episodes", type=int, default=2)
+    parser.add_argument("--buffer-size", type=int, default=20_000)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+
+    import torch
+
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"python {platform.python_version()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+    )
+    figures = {tool: measure(tool, args) for tool in ("rl_zoo3", "dqn")}
+    rows = [
+        ("warm-up steps/s", "warmup_steps_per_s", True),
+        ("training steps/s", "train_steps_per_s", True),
+        ("eval s/episode", "eval_seconds_per_episode", False),
+        ("peak memory MB", "peak_rss_mb", False),
+    ]
+    print(f"{'':22}{'rl_zoo3':>12}{'dqn':>12}{'dqn vs rl_zoo3':>18}")
+    for label, key, higher_is_better in rows:
+        zoo, ours = figures["rl_zoo3"][key], figures["dqn"][key]
+        ratio = ours / zoo if higher_is_better else zoo / ours
+        print(f"{label:22}{zoo:12.1f}{ours:12.1f}{ratio:17.2f}x")
+    per = buffer_bytes()
+    print(f"{'replay bytes/transition':22}{per['sb3']:12,.0f}{per['dqn']:12,.0f}{per['sb3'] / per['dqn']:17.2f}x")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"figures": figures, "buffer_bytes": per, "args": vars(args) | {"json": str(args.json)}}, indent=2
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
