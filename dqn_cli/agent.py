@@ -6,8 +6,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch as th
 from stable_baselines3 import DQN
 from stable_baselines3.common.type_aliases import RolloutReturn
+from torch.nn import functional as F
 
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
@@ -41,6 +43,37 @@ class DQNAgent(DQN):
     """
 
     stop_request: StopRequest | None = None
+    double_q: bool = False  # saved in the zip's data as a plain flag
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        """SB3's DQN update, plus Double DQN targets and prioritized replay's weights and priority updates."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        anneal = getattr(self.replay_buffer, "anneal", None)
+        if anneal is not None:
+            anneal(1.0 - self._current_progress_remaining)
+        losses = []
+        for _ in range(gradient_steps):
+            batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = batch.discounts if batch.discounts is not None else self.gamma
+            with th.no_grad():
+                targets = td_targets(self.q_net, self.q_net_target, batch.next_observations, batch.rewards,
+                                     batch.dones, discounts, double_q=self.double_q)  # fmt: skip
+            current = th.gather(self.q_net(batch.observations), dim=1, index=batch.actions.long())
+            elementwise = F.smooth_l1_loss(current, targets, reduction="none")
+            weights = getattr(batch, "weights", None)
+            loss = (elementwise * weights).mean() if weights is not None else elementwise.mean()
+            losses.append(loss.item())
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+            if weights is not None:
+                td_errors = (targets - current).detach().cpu().numpy()
+                self.replay_buffer.update_priorities(batch.indices, td_errors)  # type: ignore[union-attr]
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", float(np.mean(losses)))
 
     def _excluded_save_params(self) -> list[str]:
         # The buffer class is dqn's: leaving it out keeps the zip loadable by plain SB3 without dqn installed.
@@ -72,10 +105,28 @@ class DQNAgent(DQN):
         return super().collect_rollouts(*args, **kwargs)
 
 
+def td_targets(
+    q_net: Any,
+    q_target: Any,
+    next_obs: th.Tensor,
+    rewards: th.Tensor,
+    dones: th.Tensor,
+    discounts: Any,
+    *,
+    double_q: bool,
+) -> th.Tensor:
+    """r + γ (1 − done) Q_target(s', a'), with a' = argmax Q_target(s') (DQN) or argmax Q_online(s') (Double DQN)."""
+    next_values = q_target(next_obs)
+    if double_q:
+        best = q_net(next_obs).argmax(dim=1, keepdim=True)
+        next_value = next_values.gather(1, best)
+    else:
+        next_value = next_values.max(dim=1, keepdim=True)[0]
+    return rewards + (1 - dones) * discounts * next_value
+
+
 def policy_kwargs(hp: Hyperparams) -> dict[str, Any]:
     """SB3's `policy_kwargs` from the data-only schema: class names become the torch classes they name."""
-    import torch as th
-
     settings = hp.policy_kwargs
     kwargs: dict[str, Any] = {
         "activation_fn": getattr(th.nn, settings.activation_fn),
@@ -129,11 +180,24 @@ def uses_compact_buffer(hp: Hyperparams, observation_space: Any) -> bool:
 
 def buffer_setup(hp: Hyperparams, observation_space: Any) -> dict[str, Any]:
     """`replay_buffer_class` and `replay_buffer_kwargs` for SB3's DQN."""
-    if uses_compact_buffer(hp, observation_space):
-        from dqn_cli.buffers import CompactReplayBuffer
+    from dqn_cli import prioritized
+    from dqn_cli.buffers import CompactReplayBuffer
 
-        kwargs = {"n_steps": hp.n_steps, "gamma": hp.gamma}
-        return {"replay_buffer_class": CompactReplayBuffer, "replay_buffer_kwargs": kwargs}
+    per = (
+        {"alpha": hp.prioritized_replay_alpha, "beta": hp.prioritized_replay_beta, "eps": hp.prioritized_replay_eps}
+        if hp.prioritized_replay
+        else {}
+    )
+    if uses_compact_buffer(hp, observation_space):
+        cls = prioritized.PrioritizedCompactReplayBuffer if per else CompactReplayBuffer
+        return {"replay_buffer_class": cls, "replay_buffer_kwargs": {"n_steps": hp.n_steps, "gamma": hp.gamma, **per}}
+    if per:
+        if hp.n_steps > 1:
+            from dqn_cli.errors import ConfigError
+
+            raise ConfigError("prioritized_replay with n_steps > 1 needs image observations (CompactReplayBuffer)")
+        kwargs = {**per, "handle_timeout_termination": not hp.optimize_memory_usage}
+        return {"replay_buffer_class": prioritized.PrioritizedReplayBuffer, "replay_buffer_kwargs": kwargs}
     if hp.optimize_memory_usage:  # SB3 refuses the combination with its default timeout handling
         return {"replay_buffer_kwargs": {"handle_timeout_termination": False}}
     return {}
@@ -174,14 +238,18 @@ def build(hp: Hyperparams, env: VecEnv, *, seed: int, device: str, tensorboard_l
     kwargs: dict[str, Any] = {key: getattr(hp, key) for key in SB3_KEYS}
     kwargs["train_freq"], kwargs["gradient_steps"] = vector_schedule(hp)
     kwargs.update(buffer_setup(hp, env.observation_space))
-    return DQNAgent(
-        hp.policy or "MlpPolicy",
+    from dqn_cli.policies import policy_class
+
+    model = DQNAgent(
+        policy_class(hp.policy or "MlpPolicy", hp.dueling),
         env,
         learning_rate=learning_rate(hp),
-        policy_kwargs=policy_kwargs(hp),
+        policy_kwargs={**policy_kwargs(hp), **({"dueling": True} if hp.dueling else {})},
         tensorboard_log=tensorboard_log,
         seed=seed,
         device=device,
         verbose=0,
         **kwargs,
     )
+    model.double_q = hp.double_q
+    return model

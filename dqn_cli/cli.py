@@ -338,6 +338,32 @@ def pull(
 
 
 @app.command()
+def plot(
+    env: EnvOption = None,
+    run: Annotated[
+        list[Path] | None, typer.Option("--run", help="A run folder (repeatable); default: all of --env.")
+    ] = None,
+    log_dir: LogDirOption = Path("logs"),
+    x: Annotated[str, typer.Option("--x", help="steps or hours.")] = "steps",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="PNG file (default logs/plots/<EnvId>.png).")
+    ] = None,
+    smooth: Annotated[int, typer.Option(min=1, help="Training episodes averaged per point.")] = 100,
+    human: Annotated[bool, typer.Option("--human", help="Human-normalized scores (Atari-57 games).")] = False,
+    title: Annotated[str | None, typer.Option(help="Title of the figure.")] = None,
+) -> int:
+    """Draw learning curves as a PNG: runs of one config as a mean with a band, configs side by side."""
+    from dqn_cli.plot import PlotRequest
+    from dqn_cli.plot import plot as draw
+
+    if x not in ("steps", "hours"):
+        raise DqnError(f"--x {x!r}: expected steps or hours")
+    path = draw(PlotRequest(tuple(run or ()), env, log_dir, x, output, smooth, human, title))
+    typer.echo(str(path))
+    return ExitStatus.SUCCESS
+
+
+@app.command()
 def games() -> int:
     """List the games and envs that have a hyperparameters file."""
     from dqn_cli import envs, hyperparams

@@ -154,6 +154,16 @@ class Hyperparams(Section):
         description="auto: CompactReplayBuffer (each frame stored once, ~7 KB per Atari transition) for stacked "
         "images, SB3's ReplayBuffer otherwise",
     )
+    double_q: Boolean = Field(
+        False,
+        description="Double DQN (van Hasselt et al. 2016): the online network picks the next action, the "
+        "target network values it",
+    )
+    dueling: Boolean = Field(False, description="dueling value/advantage streams over the features (Wang et al. 2016)")
+    prioritized_replay: Boolean = Field(False, description="proportional prioritized replay (Schaul et al. 2016)")
+    prioritized_replay_alpha: Probability = Field(0.6, description="priority exponent α (0: uniform sampling)")
+    prioritized_replay_beta: Probability = Field(0.4, description="initial importance-weight exponent β, annealed to 1")
+    prioritized_replay_eps: Number = Field(1e-6, gt=0, description="added to |TD error| so no priority is 0")
     learning_rate_schedule: Literal["constant", "linear"] = Field(
         "constant", description="linear: decays learning_rate to 0 over the run (rl_zoo3's `lin_` prefix)"
     )
@@ -188,6 +198,14 @@ class Hyperparams(Section):
         if isinstance(freq, int) and n > freq and self.gradient_steps != -1 and (self.gradient_steps * n) % freq:
             raise ValueError(
                 f"gradient_steps={self.gradient_steps} × n_envs={n} must be a multiple of train_freq={freq}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _prioritized_n_step(self) -> Hyperparams:
+        if self.prioritized_replay and self.n_steps > 1 and self.replay_buffer_class == "ReplayBuffer":
+            raise ValueError(
+                "prioritized_replay with n_steps > 1 needs replay_buffer_class CompactReplayBuffer or auto"
             )
         return self
 

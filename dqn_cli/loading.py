@@ -134,7 +134,7 @@ def _policy_kwargs(entry: Any, path: Path) -> dict[str, Any]:
             if name not in FEATURE_EXTRACTORS:
                 raise UnsafeModelError(f"{path}: features extractor {value} is not SB3's NatureCNN; pass --trust")
             kwargs[key] = name
-        elif key in ("net_arch", "normalize_images", "features_extractor_kwargs"):
+        elif key in ("net_arch", "normalize_images", "features_extractor_kwargs", "dueling"):
             kwargs[key] = _literal(value)
         elif key in ("optimizer_class", "optimizer_kwargs"):
             continue  # playing needs no optimizer
@@ -222,11 +222,18 @@ def build_policy(
     """The model's Q-network for this env, with its weights; a mismatch with the env is a clear error."""
     from stable_baselines3.dqn.policies import CnnPolicy, MlpPolicy
 
+    from dqn_cli.policies import policy_class
+
     n = getattr(action_space, "n", None)
     if info.n_actions is not None and n != info.n_actions:
         raise DqnError(f"{info.path}: the model plays {info.n_actions} actions, this env has {n}; is --env right?")
-    policy_cls = CnnPolicy if info.policy == "CnnPolicy" else MlpPolicy
-    policy = policy_cls(observation_space, action_space, lambda _: 0.0, **_sb3_policy_kwargs(info.policy_kwargs))  # type: ignore[arg-type]
+    kwargs = _sb3_policy_kwargs(info.policy_kwargs)
+    dueling = bool(kwargs.pop("dueling", False))
+    chosen = policy_class(info.policy, dueling)
+    policy_cls = chosen if not isinstance(chosen, str) else (CnnPolicy if chosen == "CnnPolicy" else MlpPolicy)
+    if dueling:
+        kwargs["dueling"] = True
+    policy = policy_cls(observation_space, action_space, lambda _: 0.0, **kwargs)  # type: ignore[arg-type]
     try:
         policy.load_state_dict(weights)
     except RuntimeError as exc:

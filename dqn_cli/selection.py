@@ -76,18 +76,22 @@ def _zoo_play_settings(run_dir: Path, info: envs.EnvInfo) -> Hyperparams:
     return validate(raw, str(config_file))
 
 
-def _from_run(run_dir: Path, model: Path | None, best: bool, env_hint: str | None) -> Agent:
+def run_settings(run_dir: Path, env_hint: str | None = None) -> tuple[envs.EnvInfo, Hyperparams, str]:
+    """The env, its settings and the origin ("dqn" or "rl_zoo3") of a run folder."""
     if not run_dir.is_dir():
         raise DqnError(f"{run_dir}: no such run folder; pass a folder such as logs/dqn/PongNoFrameskip-v4_1")
     if (run_dir / rundir.RESOLVED).is_file():
         resolved = rundir.read_resolved(run_dir)
-        info, hp, origin = envs.resolve(resolved.run.env_id), resolved.hyperparams, "dqn"
-    else:
-        env_id = _zoo_env_id(run_dir) or env_hint
-        if env_id is None:
-            raise DqnError(f"{run_dir}: neither a dqn nor an rl_zoo3 run folder (no config); pass --env and --model")
-        info = envs.resolve(env_id)
-        hp, origin = _zoo_play_settings(run_dir, info), "rl_zoo3"
+        return envs.resolve(resolved.run.env_id), resolved.hyperparams, "dqn"
+    env_id = _zoo_env_id(run_dir) or env_hint
+    if env_id is None:
+        raise DqnError(f"{run_dir}: neither a dqn nor an rl_zoo3 run folder (no config); pass --env and --model")
+    info = envs.resolve(env_id)
+    return info, _zoo_play_settings(run_dir, info), "rl_zoo3"
+
+
+def _from_run(run_dir: Path, model: Path | None, best: bool, env_hint: str | None) -> Agent:
+    info, hp, origin = run_settings(run_dir, env_hint)
     path = model or run_dir / (rundir.BEST_MODEL if best else f"{info.name}.zip")
     if not path.is_file():
         raise DqnError(f"{path}: no model in this run folder; was training stopped before the first save?")
