@@ -91,6 +91,10 @@ def train(
 
     live = progress and sys.stderr.isatty()
     if resume is not None:
+        given = [flag for flag, value in (("--env", env), ("-c", config), ("--set", overrides), ("-n", n_timesteps),
+                                          ("--seed", seed)) if value]  # fmt: skip
+        if given:
+            raise DqnError(f"--resume continues a run with its own saved configuration; drop {', '.join(given)}")
         result = core.resume(resume, live_progress=live, say=_say)
     else:
         run = {

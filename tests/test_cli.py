@@ -97,3 +97,8 @@ def test_debug_shows_traceback(dqn) -> None:
     quiet = dqn("train", "--env", "Nope")
     loud = dqn("train", "--env", "Nope", "--debug")
     assert "Traceback" not in quiet.err and "Traceback" in loud.err and loud.code == 2
+
+
+def test_resume_refuses_new_configuration(dqn) -> None:
+    result = dqn("train", "--resume", "logs/dqn/CartPole-v1_1", "--env", "Pong", "--set", "gamma=0.9")
+    assert result.code == 2 and "drop --env, --set" in result.err
