@@ -140,7 +140,7 @@ def _tensorboard_dir(run_dir: Path, resolved: ResolvedConfig) -> str | None:
 
 def _train_env(info: envs.EnvInfo, resolved: ResolvedConfig, run_dir: Path, *, resume: bool) -> Any:
     hp = resolved.hyperparams
-    return envs.make_vec_env(
+    venv = envs.make_vec_env(
         info,
         hp,
         seed=resolved.run.seed,
@@ -148,6 +148,24 @@ def _train_env(info: envs.EnvInfo, resolved: ResolvedConfig, run_dir: Path, *, r
         monitor_dir=run_dir,
         monitor_kwargs={"override_existing": not resume},
     )
+    if resume:
+        _continue_monitor_clocks(venv, run_dir)
+    return venv
+
+
+def _continue_monitor_clocks(venv: Any, run_dir: Path) -> None:
+    """Appended Monitor rows keep counting time from the run's start (the header's t_start), not the resume's."""
+    from stable_baselines3.common.monitor import Monitor
+
+    for index, env in enumerate(venv.unwrapped.envs):
+        while not isinstance(env, Monitor) and hasattr(env, "env"):
+            env = env.env
+        try:
+            with open(run_dir / f"{index}.monitor.csv", encoding="utf-8") as handle:
+                header = json.loads(handle.readline().lstrip("#"))
+            env.t_start = float(header["t_start"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
 
 
 def _read_run_state(run_dir: Path) -> dict[str, Any]:

@@ -161,6 +161,8 @@ def test_ctrl_c_saves_and_resume_continues_exactly(dqn, workdir: Path) -> None:
     for step, value in eps:
         assert value == pytest.approx(1.0 + min(step / (0.16 * 6000), 1.0) * (0.04 - 1.0), abs=1e-6)
     assert (CARTPOLE / "command.txt").read_text().count("\n") == 2
+    times = [float(line.split(",")[2]) for line in (CARTPOLE / "0.monitor.csv").read_text().splitlines()[2:]]
+    assert times == sorted(times) and len(times) > 20, "episodes after the resume continue the run's clock"
     assert json.loads((CARTPOLE / "train_state.json").read_text())["status"] == "finished"
     finished = dqn("train", "--resume", str(CARTPOLE))
     assert finished.code == 2 and "already finished" in finished.err
