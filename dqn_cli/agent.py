@@ -141,6 +141,20 @@ def policy_kwargs(hp: Hyperparams) -> dict[str, Any]:
     return kwargs
 
 
+def fast_optimizer_kwargs(hp: Hyperparams, device: str) -> dict[str, Any]:
+    """Adam's fused kernel where torch has one: the same update, one kernel instead of a Python loop over tensors.
+
+    On this project's 2-core CPU it takes a Nature-CNN gradient step from ~26 ms to ~21 ms (benchmarks/RESULTS.md).
+    Left alone when the file sets `fused` or `foreach` itself.
+    """
+    from stable_baselines3.common.utils import get_device
+
+    settings = hp.policy_kwargs
+    if settings.optimizer_class not in ("Adam", "AdamW") or {"fused", "foreach"} & set(settings.optimizer_kwargs):
+        return {}
+    return {"fused": True} if get_device(device).type in ("cpu", "cuda") else {}
+
+
 def learning_rate(hp: Hyperparams) -> Any:
     """A float, or SB3's picklable `LinearSchedule` down to 0 for `learning_rate_schedule: linear`."""
     if hp.learning_rate_schedule == "linear":
@@ -240,11 +254,15 @@ def build(hp: Hyperparams, env: VecEnv, *, seed: int, device: str, tensorboard_l
     kwargs.update(buffer_setup(hp, env.observation_space))
     from dqn_cli.policies import policy_class
 
+    kwargs_policy = policy_kwargs(hp)
+    kwargs_policy["optimizer_kwargs"].update(fast_optimizer_kwargs(hp, device))
+    if hp.dueling:
+        kwargs_policy["dueling"] = True
     model = DQNAgent(
         policy_class(hp.policy or "MlpPolicy", hp.dueling),
         env,
         learning_rate=learning_rate(hp),
-        policy_kwargs={**policy_kwargs(hp), **({"dueling": True} if hp.dueling else {})},
+        policy_kwargs=kwargs_policy,
         tensorboard_log=tensorboard_log,
         seed=seed,
         device=device,
