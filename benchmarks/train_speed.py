@@ -11,7 +11,9 @@ compete for cores). Start-up costs cancel out by differencing runs that differ o
                = episodes / (time of the W-step run with one evaluation at the end - time of the W-step run)
 
 and prints steps/s for each tool, the ratio dqn / rl_zoo3, each run's peak memory (max RSS), and the replay
-buffers' bytes per transition. Usage: `python benchmarks/train_speed.py [--env SpaceInvaders] [--train-steps 4000]`.
+buffers' bytes per transition. Differences of whole runs are noisy (±10% between repetitions here), so each figure
+is the median of `--repeat` rounds, the tools alternating within each round so that drift hits both alike.
+Usage: `python benchmarks/train_speed.py [--env SpaceInvaders] [--train-steps 4000] [--repeat 3]`.
 """
 
 from __future__ import annotations
@@ -137,16 +139,24 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=4_000, help="env steps with gradient steps (1 per 4)")
     parser.add_argument("--eval-episodes", type=int, default=2)
     parser.add_argument("--buffer-size", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; each figure is the median")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
+    import numpy as np
     import torch
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"python {platform.python_version()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
     )
-    figures = {tool: measure(tool, args) for tool in ("rl_zoo3", "dqn")}
+    rounds: dict[str, list[dict[str, float]]] = {"rl_zoo3": [], "dqn": []}
+    for _ in range(args.repeat):
+        for tool in rounds:
+            rounds[tool].append(measure(tool, args))
+    figures = {
+        tool: {key: float(np.median([r[key] for r in runs])) for key in runs[0]} for tool, runs in rounds.items()
+    }
     rows = [
         ("warm-up steps/s", "warmup_steps_per_s", True),
         ("training steps/s", "train_steps_per_s", True),

@@ -100,8 +100,3 @@ def resolve(info: EnvInfo, config_file: Path | None, overrides: list[str]) -> tu
     if hp.policy is None:
         hp = hp.model_copy(update={"policy": "CnnPolicy" if info.is_atari else "MlpPolicy"})
     return hp, selection
-
-
-def to_yaml_dict(hp: Hyperparams) -> dict[str, Any]:
-    """The fully resolved hyperparameters as plain data (a valid hyperparameters file for `dqn train -c`)."""
-    return hp.model_dump(mode="json")

@@ -14,9 +14,6 @@ if TYPE_CHECKING:
 
     from dqn_cli.agent import StopRequest
 
-# Machado et al. (2018) and the DQN papers evaluate with a small exploration rate so agents cannot stall forever.
-EVAL_EPSILON = 0.01
-
 
 class EvaluationAborted(Exception):
     """A stop was requested while episodes were being played."""

@@ -16,13 +16,13 @@ from dqn_cli import safe_yaml
 from dqn_cli.config import ResolvedConfig
 from dqn_cli.envs import EnvInfo
 from dqn_cli.errors import DqnError
+from dqn_cli.zoo import ATARI_WRAPPER
 
 ALGO = "dqn"
 RESOLVED = "resolved_config.yml"
 COMMAND = "command.txt"
 BEST_MODEL = "best_model.zip"
 EVALUATIONS = "evaluations.npz"
-ZOO_ATARI_WRAPPER = "stable_baselines3.common.atari_wrappers.AtariWrapper"
 
 
 def run_ids(log_dir: Path, info: EnvInfo) -> list[int]:
@@ -88,7 +88,7 @@ def zoo_config(resolved: ResolvedConfig, atari_wrapper_kwargs: dict[str, Any] | 
     if hp.learning_rate_schedule == "linear":
         config["learning_rate"] = f"lin_{hp.learning_rate}"
     if atari_wrapper_kwargs is not None:
-        config["env_wrapper"] = [{ZOO_ATARI_WRAPPER: atari_wrapper_kwargs}]
+        config["env_wrapper"] = [{ATARI_WRAPPER: atari_wrapper_kwargs}]
     if hp.frame_stack > 1:
         config["frame_stack"] = hp.frame_stack
     policy_kwargs = _zoo_policy_kwargs(resolved)
