@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from dqn_cli import rundir, safe_yaml
 from dqn_cli.errors import DqnError
+from dqn_cli.zoo import ATARI_WRAPPER
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -296,7 +297,7 @@ def _install(folder: Path, run_dir: Path, info: Any) -> None:
     if not (params / "config.yml").is_file():  # the flat course layout: the zoo's Atari defaults
         config: dict[str, Any] = {
             "frame_stack": 4,
-            "env_wrapper": ["stable_baselines3.common.atari_wrappers.AtariWrapper"],
+            "env_wrapper": [ATARI_WRAPPER],
         }
         (params / "config.yml").write_text(safe_yaml.dump(config if info.is_atari else {}), encoding="utf-8")
     if not (params / "args.yml").is_file():
