@@ -178,3 +178,29 @@ def test_plot_errors(dqn, workdir: Path) -> None:
     assert none_yet.code == 2 and "no runs of PongNoFrameskip-v4" in none_yet.err
     bad_axis = dqn("plot", "--env", "Pong", "--x", "minutes")
     assert bad_axis.code == 2 and "steps or hours" in bad_axis.err
+
+
+def test_prioritized_compact_buffer_samples_match_its_slots() -> None:
+    from test_buffers import ACTIONS, OBS, fill
+
+    from dqn_cli.prioritized import PrioritizedCompactReplayBuffer
+
+    buffer = PrioritizedCompactReplayBuffer(300, OBS, ACTIONS, device="cpu", n_envs=2, n_steps=3, gamma=0.9)
+    fill([buffer], 2, steps=200, seed=5)
+    np.random.seed(1)
+    batch = buffer.sample(32)
+    rows, envs = batch.indices // 2, batch.indices % 2
+    plain = buffer._get_samples(rows, None, envs)
+    for name in ("observations", "next_observations", "rewards", "dones", "discounts"):
+        assert th.equal(getattr(batch, name), getattr(plain, name)), name
+    buffer.update_priorities(batch.indices, np.full(32, 5.0))
+    assert buffer.max_priority == pytest.approx(5.0 + buffer.eps)
+
+
+def test_atari_training_with_every_switch(dqn, workdir: Path) -> None:
+    result = dqn("train", "--env", "SpaceInvaders", "-n", "400", "--set", "learning_starts=100", "--set", "buffer_size=400",
+                 "--set", "double_q=true", "--set", "dueling=true", "--set", "prioritized_replay=true", "--set", "n_steps=3",
+                 "--eval-freq", "0", "--seed", "0", "--no-progress", "--no-tensorboard")  # fmt: skip
+    assert result.code == 0, result.err
+    model = DQN.load(workdir / "logs/dqn/SpaceInvadersNoFrameskip-v4_1/SpaceInvadersNoFrameskip-v4.zip", buffer_size=1)
+    assert model._n_updates == 300 // 4 and type(model.policy).__name__ == "DuelingCnnPolicy"
