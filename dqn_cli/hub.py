@@ -40,6 +40,22 @@ def hub_endpoint(endpoint: str | None) -> str:
     return (endpoint or constants.ENDPOINT).rstrip("/")
 
 
+def check_repo_id(repo_id: str, option: str) -> str:
+    """`ORG/NAME` as the Hub accepts it, or a one-line error naming the option."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise HubError(
+            f"{option} {repo_id!r}: expected ORG/NAME (letters, digits, '-', '_', '.'), e.g. sb3/dqn-PongNoFrameskip-v4"
+        ) from None
+    if "/" not in repo_id:
+        raise HubError(f"{option} {repo_id!r}: expected ORG/NAME with the namespace, e.g. sb3/dqn-PongNoFrameskip-v4")
+    return repo_id
+
+
 def require_token() -> str:
     """The user's token, or a clear message saying how to log in (before any work starts)."""
     from huggingface_hub import get_token
@@ -198,6 +214,8 @@ def push(request: PushRequest, say: Say) -> PushOutcome:
     from dqn_cli.selection import AgentQuery, select
 
     endpoint = hub_endpoint(request.endpoint)
+    if request.repo_id is not None:
+        check_repo_id(request.repo_id, "--repo-id")
     token = None if request.dry_run else require_token()  # before any evaluation starts
     user = whoami(make_api(endpoint, token), endpoint) if token else "USER"  # a rejected token fails here, early
     agent = select(request.query)
@@ -256,6 +274,7 @@ def pull(repo_id: str, *, revision: str | None, endpoint: str | None, log_dir: P
 
     from dqn_cli import envs
 
+    check_repo_id(repo_id, "repo")
     base = hub_endpoint(endpoint)
     api = make_api(base, get_token())
     try:

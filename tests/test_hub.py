@@ -197,3 +197,8 @@ def test_pull_errors(dqn, here: Path, hub: FakeHub, monkeypatch) -> None:
     assert private.code == 2 and "not found" in private.err and "private" in private.err
     revision = dqn("pull", "alice/not-a-model", "--revision", "no-such-branch")
     assert revision.code == 2 and "revision not found" in revision.err
+    for bad in ("noslash", "a/b c"):
+        malformed = dqn("pull", bad)
+        assert malformed.code == 2 and "expected ORG/NAME" in malformed.err
+    push = dqn("push", "--env", "SpaceInvaders", "--repo-id", "not valid")
+    assert push.code == 2 and "--repo-id" in push.err and not hub.requests_matching("POST", "/api/repos/create")
