@@ -103,10 +103,12 @@ def test_another_users_namespace_is_refused(dqn, hub: FakeHub) -> None:
     assert "bob/dqn-x" not in hub.repos or commits(hub, "bob/dqn-x") <= 1
 
 
-def test_default_repo_id_is_the_users(dqn, hub: FakeHub) -> None:
-    result = dqn("push", "--env", "SpaceInvaders", "--episodes", "1")
+def test_default_repo_id_is_the_users_and_private_is_private(dqn, hub: FakeHub) -> None:
+    result = dqn("push", "--env", "SpaceInvaders", "--episodes", "1", "--private", "--commit-message", "first agent")
     assert result.code == 0, result.err
-    assert f"alice/dqn-{ENV_ID}" in hub.repos
+    repo = hub.repos[f"alice/dqn-{ENV_ID}"]
+    assert repo.private is True
+    assert repo.commits[-1].title == "first agent"
 
 
 def test_server_errors_retry_then_succeed(dqn, hub: FakeHub) -> None:
