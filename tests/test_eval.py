@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -205,3 +206,19 @@ def test_enjoy_headless_records_whole_episodes(dqn, here: Path, monkeypatch: pyt
     # every emulator frame: 4 per agent step, plus the reset, no-op and FIRE frames of at most two resets
     assert 4 * length < frames <= 4 * length + 2 * (1 + 30 + 2)
     assert Path(result.out.strip()).parent == Path("clips")
+
+
+def test_enjoy_opens_a_window_when_there_is_a_display(here: Path) -> None:
+    """With a display (a virtual X server here), enjoy renders the game in a window and writes no video."""
+    import os
+
+    if shutil.which("xvfb-run") is None:
+        if os.environ.get("DQN_REQUIRE_XVFB"):
+            pytest.fail("DQN_REQUIRE_XVFB is set but xvfb-run is missing")
+        pytest.skip("no xvfb-run: `apt-get install xvfb` to run this test")
+    env = {**os.environ, "SDL_AUDIODRIVER": "dummy"}
+    cmd = ["xvfb-run", "-a", sys.executable, "-m", "dqn_cli", "enjoy", "--env", "SpaceInvaders", "--episodes", "1"]
+    done = subprocess.run(cmd, cwd=here, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "episode 1: score" in done.stderr and "no display found" not in done.stderr
+    assert not (here / RUN / "videos").exists()
