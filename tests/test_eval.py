@@ -222,3 +222,12 @@ def test_enjoy_opens_a_window_when_there_is_a_display(here: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "episode 1: score" in done.stderr and "no display found" not in done.stderr
     assert not (here / RUN / "videos").exists()
+
+
+def test_enjoy_records_classic_control_envs_too(dqn, workdir: Path) -> None:
+    trained = dqn("train", "--env", "CartPole-v1", "-n", "300", "--eval-freq", "0", "--seed", "0", "--no-progress",
+                  "--no-tensorboard")  # fmt: skip
+    assert trained.code == 0, trained.err
+    result = dqn("enjoy", "--env", "CartPole-v1", "--record", "--video-length", "40")
+    assert result.code == 0, result.err
+    assert decode(Path(result.out.strip())) == (40, (600, 400))
