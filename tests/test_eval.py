@@ -228,6 +228,6 @@ def test_enjoy_records_classic_control_envs_too(dqn, workdir: Path) -> None:
     trained = dqn("train", "--env", "CartPole-v1", "-n", "300", "--eval-freq", "0", "--seed", "0", "--no-progress",
                   "--no-tensorboard")  # fmt: skip
     assert trained.code == 0, trained.err
-    result = dqn("enjoy", "--env", "CartPole-v1", "--record", "--video-length", "40")
+    result = dqn("enjoy", "--env", "CartPole-v1", "--record", "--video-length", "40", "--episodes", "20")
     assert result.code == 0, result.err
     assert decode(Path(result.out.strip())) == (40, (600, 400))
