@@ -64,6 +64,9 @@ def enjoy(request: EnjoyRequest, say: Callable[[str], None]) -> EnjoyResult:
         say("no display found: recording a video instead (pass --record to do so without this note)")
     writer = None
     if record:
+        # pygame (classic-control rendering) initialises SDL's video and audio even to draw off-screen
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
         path = video_path(agent, request)
         writer = VideoWriter(path, _fps(agent), request.video_length, path.with_suffix(".gif") if request.gif else None)
     env = envs.make_vec_env(
