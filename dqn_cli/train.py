@@ -98,6 +98,7 @@ def resume(run_dir: Path, *, live_progress: bool, say: Say) -> TrainResult:
     info = envs.resolve(resolved.run.env_id)
     env = _train_env(info, resolved, run_dir, resume=True)
     model = _load_checkpoint(latest, ckpt_state, env, resolved, say)
+    model.tensorboard_log = _tensorboard_dir(run_dir, resolved)  # the saved path was relative to the first run's cwd
     rundir.append_command(run_dir)
     say(f"resuming {run_dir} at step {model.num_timesteps:,} of {resolved.hyperparams.n_timesteps:,}")
     return _learn(model, info, resolved, run_dir, resumed_at=model.num_timesteps, live_progress=live_progress, say=say)
