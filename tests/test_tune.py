@@ -164,17 +164,22 @@ def test_learning_starts_beyond_the_trial_budget_is_a_config_error(dqn, space: P
     assert result.code == 2 and "learning_starts" in result.err and "--trial-timesteps" in result.err
 
 
+def raise_in_trial(monkeypatch: pytest.MonkeyPatch, number: int, error: BaseException) -> None:
+    """Make trial `number` raise `error` where training would run (an out-of-memory error, a Ctrl-C)."""
+    original = tune.run_trial
+
+    def run_trial(trial, spec, worker_id):  # type: ignore[no-untyped-def]
+        if trial.number == number:
+            raise error
+        return original(trial, spec, worker_id)
+
+    monkeypatch.setattr(tune, "run_trial", run_trial)
+
+
 def test_a_trial_failing_at_run_time_fails_alone(
     dqn, workdir: Path, space: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = tune.run_trial
-
-    def out_of_memory_once(trial, spec, worker_id):  # type: ignore[no-untyped-def]
-        if trial.number == 0:
-            raise MemoryError("cannot allocate the replay buffer")
-        return original(trial, spec, worker_id)
-
-    monkeypatch.setattr(tune, "run_trial", out_of_memory_once)
+    raise_in_trial(monkeypatch, 0, MemoryError("cannot allocate the replay buffer"))
     result = dqn("tune", *TINY, "--n-trials", "2", "--search-space", str(space), "--study-name", "oom")
     assert result.code == 0, result.err
     trials = load("oom", sqlite_url(workdir, "oom")).trials
@@ -186,14 +191,7 @@ def test_a_trial_failing_at_run_time_fails_alone(
 def test_ctrl_c_prints_a_summary_and_exits_130(
     dqn, workdir: Path, space: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = tune.run_trial
-
-    def interrupted_second(trial, spec, worker_id):  # type: ignore[no-untyped-def]
-        if trial.number == 1:
-            raise KeyboardInterrupt
-        return original(trial, spec, worker_id)
-
-    monkeypatch.setattr(tune, "run_trial", interrupted_second)
+    raise_in_trial(monkeypatch, 1, KeyboardInterrupt())
     result = dqn("tune", *TINY, "--n-trials", "5", "--search-space", str(space), "--study-name", "stop")
     assert result.code == 130
     assert "interrupted" in result.out and "1 complete" in result.out
