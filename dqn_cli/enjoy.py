@@ -12,22 +12,17 @@ from dqn_cli import envs, loading
 from dqn_cli.agent import StopRequest
 from dqn_cli.play import EvaluationAborted, play
 from dqn_cli.record import RecordFrames, VideoWriter
-from dqn_cli.selection import Agent, AgentQuery, select
+from dqn_cli.selection import Agent, PlayRequest, select
 
 ATARI_FPS = 60  # emulator frames per second of game time
 
 
 @dataclass(frozen=True)
-class EnjoyRequest:
-    query: AgentQuery
-    episodes: int = 1
-    seed: int = 0
-    epsilon: float = 0.01
+class EnjoyRequest(PlayRequest):
     record: bool = False
     video_dir: Path | None = None
     video_length: int | None = None  # frames
     gif: bool = False
-    trust: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,20 +11,16 @@ from typing import Any
 
 from dqn_cli import __version__, checkpoint, envs, loading, scores
 from dqn_cli.play import Protocol, play
-from dqn_cli.selection import Agent, AgentQuery, select
+from dqn_cli.selection import Agent, PlayRequest, select
 
 RESULT = "eval.json"
 
 
 @dataclass(frozen=True)
-class EvalRequest:
-    query: AgentQuery
+class EvalRequest(PlayRequest):
     episodes: int = 10
-    seed: int = 0
-    epsilon: float = 0.01
     sticky: bool = False
     n_envs: int = 1
-    trust: bool = False
 
 
 def protocol_for(agent: Agent, episodes: int, epsilon: float, seed: int, n_envs: int, sticky: bool) -> Protocol:

@@ -29,6 +29,17 @@ class Agent:
 
 
 @dataclass(frozen=True)
+class PlayRequest:
+    """What eval and enjoy share: which agent, how many episodes, from which seed, how greedily, how loaded."""
+
+    query: AgentQuery
+    episodes: int = 1
+    seed: int = 0
+    epsilon: float = 0.01
+    trust: bool = False
+
+
+@dataclass(frozen=True)
 class AgentQuery:
     """The agent-choosing options shared by eval, enjoy and push."""
 
