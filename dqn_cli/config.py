@@ -280,12 +280,28 @@ def keys_help() -> list[tuple[str, str, str]]:
     return rows
 
 
+DEVICE = r"^(auto|cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$"
+
+
+def check_device(device: str) -> str:
+    """A torch device name, checked without importing torch."""
+    import re
+
+    if not re.match(DEVICE, device):
+        raise ConfigError(f"--device {device!r}: expected auto, cpu, cuda, cuda:N, mps or xpu")
+    return device
+
+
 class RunSettings(Section):
     """How one training run is carried out, beyond the algorithm's hyperparameters. Saved with the run."""
 
     env_id: str
     seed: Integer = Field(ge=0, description="seeds SB3, torch, numpy and the envs (random when not given)")
-    device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1, mps")
+    device: str = Field(
+        "auto",
+        pattern=DEVICE,
+        description="torch device: auto, cpu, cuda, cuda:1, mps",
+    )
     eval_freq: Integer = Field(25_000, ge=0, description="env steps between evaluations (0: never)")
     eval_episodes: Integer = Field(5, ge=1, description="full games played per evaluation")
     eval_epsilon: Probability = Field(0.01, description="ε of the ε-greedy evaluation policy")

@@ -48,6 +48,8 @@ def tune_summary(result: Any, console: Console | None = None) -> None:
         )
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.counts.items())) or "no trials"
     console.print(f"trials: {counts}")
+    if result.last_error:
+        console.print(f"latest trial error: {result.last_error} (every error is in trials.csv)")
     if result.top:
         table = Table(title="best trials", title_justify="left")
         table.add_column("trial", justify="right")

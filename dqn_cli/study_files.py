@@ -107,4 +107,5 @@ def write(study: Any, spec: TuneSpec, interrupted: bool) -> TuneResult:
         (t for t in study.trials if t.value is not None and t.state.name == "COMPLETE"), key=lambda t: -t.value
     )
     top = [{"number": t.number, "value": t.value, "params": _label_values(spec, t.params)} for t in ranked[:5]]
-    return TuneResult(folder, best_file, files, interrupted, counts, top)
+    errors = [t.user_attrs["error"] for t in study.trials if "error" in t.user_attrs]
+    return TuneResult(folder, best_file, files, interrupted, counts, top, errors[-1] if errors else None)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dqn_cli import __version__, checkpoint, envs, hyperparams, rundir
-from dqn_cli.config import ResolvedConfig, RunSettings
+from dqn_cli.config import ResolvedConfig, RunSettings, check_device
 from dqn_cli.errors import DqnError
 
 Say = Callable[[str], None]
@@ -49,6 +49,7 @@ def resolve(request: TrainRequest) -> tuple[envs.EnvInfo, ResolvedConfig, hyperp
     hp, selection = hyperparams.resolve(info, request.config_file, overrides)
     if info.is_atari:
         envs.wrapper_frame_skip(info, hp)  # refuses a second frame skip on ALE/*-v5 before anything starts
+    check_device(request.device)
     settings = RunSettings(
         env_id=info.env_id,
         seed=request.seed if request.seed is not None else secrets.randbelow(2**31),

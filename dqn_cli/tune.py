@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dqn_cli import envs, hyperparams, search_space
-from dqn_cli.config import validate
+from dqn_cli.config import check_device, validate
 from dqn_cli.errors import ConfigError, DqnError
 from dqn_cli.search_space import Dimension
 
@@ -83,6 +83,7 @@ class TuneResult:
     interrupted: bool = False
     counts: dict[str, int] = field(default_factory=dict)
     top: list[dict[str, Any]] = field(default_factory=list)
+    last_error: str | None = None  # of the failed trials, the latest error (all are in trials.csv)
 
 
 # --- preparing: every check happens here, before a study or a trial exists ----------------------------------
@@ -128,6 +129,7 @@ def prepare(request: TuneRequest) -> TuneSpec:
         raise ConfigError(f"--sampler {request.sampler!r}: expected one of {', '.join(SAMPLERS)}")
     if request.pruner not in PRUNERS:
         raise ConfigError(f"--pruner {request.pruner!r}: expected one of {', '.join(PRUNERS)}")
+    check_device(request.device)
     info = envs.resolve(request.env)
     selection = hyperparams.Selection(request.config_file) if request.config_file else hyperparams.find(info)
     raw, _ = hyperparams.read(selection.path, info)
@@ -218,7 +220,8 @@ def quiet_optuna() -> None:
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: a failed trial is reported once, in the summary and trials.csv, not as a traceback per trial
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 

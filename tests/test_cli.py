@@ -99,6 +99,13 @@ def test_debug_shows_traceback(dqn) -> None:
     assert "Traceback" not in quiet.err and "Traceback" in loud.err and loud.code == 2
 
 
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_bad_device_is_a_usage_error(dqn, workdir, command: str) -> None:
+    result = dqn(command, "--env", "CartPole-v1", "--device", "gpu")
+    assert result.code == 2 and "--device 'gpu': expected auto, cpu, cuda" in result.err
+    assert not (workdir / "logs").exists()
+
+
 def test_resume_refuses_new_configuration(dqn) -> None:
     result = dqn("train", "--resume", "logs/dqn/CartPole-v1_1", "--env", "Pong", "--set", "gamma=0.9")
     assert result.code == 2 and "drop --env, --set" in result.err

@@ -186,6 +186,7 @@ def test_a_trial_failing_at_run_time_fails_alone(
     assert trials[0].state == optuna.trial.TrialState.FAIL and "MemoryError" in trials[0].user_attrs["error"]
     assert trials[1].state == optuna.trial.TrialState.COMPLETE
     assert "MemoryError" in (workdir / STUDY_DIR / "oom" / "trials.csv").read_text()
+    assert "latest trial error: MemoryError" in result.out and "Traceback" not in result.err
 
 
 def test_ctrl_c_prints_a_summary_and_exits_130(
