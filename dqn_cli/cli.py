@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import traceback
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -41,6 +42,13 @@ TimestepsOption = Annotated[int | None, typer.Option("--n-timesteps", "-n", min=
 SeedOption = Annotated[int | None, typer.Option("--seed", min=0, help="Random seed (default: drawn and recorded).")]
 
 
+class VecEnvChoice(str, Enum):
+    """`--vec-env`: how Atari games are stepped (the same observations either way)."""
+
+    ale = "ale"
+    sb3 = "sb3"
+
+
 def _request(
     env: str | None,
     config: Path | None,
@@ -74,6 +82,9 @@ def train(
     eval_freq: Annotated[int, typer.Option(min=0, help="Env steps between evaluations (0: none).")] = 25_000,
     eval_episodes: Annotated[int, typer.Option(min=1, help="Full games per evaluation.")] = 5,
     eval_envs: Annotated[int, typer.Option(min=0, help="Games played side by side (0: up to 8).")] = 0,
+    vec_env: Annotated[
+        VecEnvChoice, typer.Option(help="Atari envs: ALE's native threads, or SB3's wrappers (same observations).")
+    ] = VecEnvChoice.ale,
     save_freq: Annotated[int, typer.Option(min=0, help="Env steps between checkpoints (0: only on stop).")] = 100_000,
     keep_checkpoints: Annotated[int, typer.Option(min=1, help="Newest checkpoints kept.")] = 2,
     save_replay_buffer: Annotated[
@@ -101,6 +112,7 @@ def train(
             "eval_freq": eval_freq,
             "eval_episodes": eval_episodes,
             "eval_envs": eval_envs,
+            "vec_env": vec_env.value,
             "save_freq": save_freq,
             "keep_checkpoints": keep_checkpoints,
             "save_replay_buffer": save_replay_buffer,

@@ -311,6 +311,10 @@ class RunSettings(Section):
         description="games played side by side in each evaluation, one batched forward pass per step "
         "(0: min(eval_episodes, 8))",
     )
+    vec_env: Literal["ale", "sb3"] = Field(
+        "ale",
+        description="Atari envs: ale (ALE's native emulator threads, same observations) or sb3 (SB3's wrappers)",
+    )
     save_freq: Integer = Field(100_000, ge=0, description="env steps between checkpoints (0: only on stop)")
     keep_checkpoints: Integer = Field(2, ge=1, description="newest checkpoints kept")
     save_replay_buffer: Boolean = Field(False, description="periodic checkpoints include the replay buffer")

@@ -132,8 +132,15 @@ def make_vec_env(
     render_mode: str | None = None,
     sticky: bool = False,
     base_wrapper: Callable[[gym.Env[Any, Any]], gym.Env[Any, Any]] | None = None,
+    vec_env: str = "ale",
 ) -> VecEnv:
-    """The vectorised env a DQN of `hp` trains (or is evaluated) on: Monitor, AtariWrapper, frame stack, CHW."""
+    """The vectorised env a DQN of `hp` trains (or is evaluated) on: Monitor, AtariWrapper, frame stack, CHW.
+
+    Atari games run on ALE's native emulator threads (`dqn_cli.ale_vec`) unless `vec_env` is "sb3" or the
+    configuration needs SB3's wrappers (see `ale_unsupported`); both give the same observations.
+    """
+    if vec_env == "ale" and render_mode is None and base_wrapper is None and ale_unsupported(info, hp) is None:
+        return _ale_vec_env(info, hp, seed, n_envs, evaluation, monitor_dir, monitor_kwargs, sticky)
     from stable_baselines3.common.atari_wrappers import AtariWrapper
     from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
     from stable_baselines3.common.preprocessing import is_image_space
@@ -172,6 +179,56 @@ def make_vec_env(
         venv = VecFrameStack(venv, n_stack=hp.frame_stack)
     if is_image_space(venv.observation_space) and not _channel_first(venv.observation_space):
         venv = VecTransposeImage(venv)
+    return venv
+
+
+VEC_ENVS = ("ale", "sb3")
+ALE_ENV_KWARGS = {"repeat_action_probability", "full_action_space", "max_num_frames_per_episode"}
+
+
+def ale_unsupported(info: EnvInfo, hp: Hyperparams) -> str | None:
+    """Why this configuration must run on SB3's env path (None when ALE's native path plays it identically)."""
+    if not info.is_atari:
+        return f"{info.env_id} is not an Atari game"
+    if info.native_frame_skip != 1 or hp.env_kwargs.get("frameskip", 1) != 1:
+        return f"{info.env_id} skips frames in the env (use {info.game}NoFrameskip-v4 for the native path)"
+    extra = sorted(set(hp.env_kwargs) - ALE_ENV_KWARGS - {"frameskip"})
+    if extra:
+        return f"env_kwargs {', '.join(extra)} are only understood by Gymnasium's AtariEnv"
+    if hp.atari_wrapper.action_repeat_probability > 0:
+        return "atari_wrapper.action_repeat_probability is SB3's sticky-action wrapper"
+    return None
+
+
+def _ale_vec_env(
+    info: EnvInfo,
+    hp: Hyperparams,
+    seed: int,
+    n_envs: int,
+    evaluation: bool,
+    monitor_dir: Path | None,
+    monitor_kwargs: dict[str, Any] | None,
+    sticky: bool,
+) -> VecEnv:
+    from dqn_cli.ale_vec import AleVecEnv, AtariSettings
+
+    kwargs = atari_wrapper_kwargs(info, hp, evaluation)
+    settings = AtariSettings(
+        game=str(_registry()[info.env_id].kwargs["game"]),
+        env_id=info.env_id,
+        frame_skip=kwargs["frame_skip"],
+        noop_max=kwargs["noop_max"],
+        screen_size=kwargs["screen_size"],
+        terminal_on_life_loss=kwargs["terminal_on_life_loss"],
+        clip_reward=kwargs["clip_reward"],
+        frame_stack=hp.frame_stack,
+        sticky=sticky_probability(info, hp, sticky),
+        full_action_space=bool(hp.env_kwargs.get("full_action_space", False)),
+        max_frames=max_frames(info, hp),
+    )
+    override = (monitor_kwargs or {}).get("override_existing", True)
+    venv = AleVecEnv(settings, n_envs, monitor_dir=monitor_dir, override_existing=override)
+    venv.seed(seed)
     return venv
 
 

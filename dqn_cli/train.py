@@ -149,6 +149,7 @@ def _train_env(info: envs.EnvInfo, resolved: ResolvedConfig, run_dir: Path, *, r
         n_envs=hp.n_envs,
         monitor_dir=run_dir,
         monitor_kwargs={"override_existing": not resume},
+        vec_env=resolved.run.vec_env,
     )
     if resume:
         _continue_monitor_clocks(venv, run_dir)
@@ -157,17 +158,27 @@ def _train_env(info: envs.EnvInfo, resolved: ResolvedConfig, run_dir: Path, *, r
 
 def _continue_monitor_clocks(venv: Any, run_dir: Path) -> None:
     """Appended Monitor rows keep counting time from the run's start (the header's t_start), not the resume's."""
-    from stable_baselines3.common.monitor import Monitor
-
-    for index, env in enumerate(venv.unwrapped.envs):
-        while not isinstance(env, Monitor) and hasattr(env, "env"):
-            env = env.env
+    for index, env in enumerate(_monitors(venv)):
         try:
             with open(run_dir / f"{index}.monitor.csv", encoding="utf-8") as handle:
                 header = json.loads(handle.readline().lstrip("#"))
             env.t_start = float(header["t_start"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
+
+
+def _monitors(venv: Any) -> list[Any]:
+    """The objects that write `<i>.monitor.csv` (each has the `t_start` its rows are timed from)."""
+    from stable_baselines3.common.monitor import Monitor
+
+    if hasattr(venv.unwrapped, "monitors"):  # dqn_cli.ale_vec.AleVecEnv
+        return list(venv.unwrapped.monitors)
+    found = []
+    for env in venv.unwrapped.envs:
+        while not isinstance(env, Monitor) and hasattr(env, "env"):
+            env = env.env
+        found.append(env)
+    return found
 
 
 def _read_run_state(run_dir: Path) -> dict[str, Any]:
@@ -206,7 +217,9 @@ def _learn(
     evaluation = None
     if run.eval_freq > 0:
         n_eval = run.eval_envs or min(run.eval_episodes, 8)
-        eval_env = envs.make_vec_env(info, resolved.hyperparams, seed=run.seed, n_envs=n_eval, evaluation=True)
+        eval_env = envs.make_vec_env(
+            info, resolved.hyperparams, seed=run.seed, n_envs=n_eval, evaluation=True, vec_env=run.vec_env
+        )
         evaluation = EvalCallback(
             eval_env,
             run_dir,

@@ -1,0 +1,356 @@
+"""ALE's native emulators behind SB3's `VecEnv`: SB3's Atari preprocessing, pixel for pixel, without its wrappers.
+
+Each game runs in an `ale_py.vector_env.AtariVectorEnv` of one env, so the emulator, the frame skip and the
+max-pool run in C++ on ALE's own thread and the games of a vector step run side by side. One AtariVectorEnv of n
+games cannot be used directly: it steps every game together, while SB3's `AtariWrapper` resets a game with steps of
+its own (no-ops, FIRE then RIGHT, a no-op after a lost life) inside the vector step in which that game ended.
+
+What runs in Python is the bookkeeping of SB3's wrapper stack, in the same order (NoopResetEnv, MaxAndSkipEnv,
+EpisodicLifeEnv, FireResetEnv, WarpFrame, ClipRewardEnv, then Monitor, DummyVecEnv, VecFrameStack and
+VecTransposeImage), so that the same seeds and actions give the same observations, rewards and episode ends;
+`tests/test_ale_vec.py` checks it against SB3 frame by frame. Two differences, both in frames no learning target
+reads (and documented in the README): the observation of a game's very last step (game over) is max-pooled over
+the frames ALE captured before the game ended, and the 108,000-frame truncation lands on a step boundary. The
+random no-op count at reset is drawn by ALE (uniform over 1..noop_max, as SB3's, from ALE's generator).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+
+FIRE, RIGHT, NOOP = 1, 2, 0  # the indices FireResetEnv and EpisodicLifeEnv press (minimal action sets)
+NO_LIMIT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class AtariSettings:
+    """SB3's AtariWrapper arguments plus the emulator settings one game is played with."""
+
+    game: str  # ROM name, snake case (space_invaders)
+    env_id: str  # written into Monitor files
+    frame_skip: int = 4
+    noop_max: int = 30
+    screen_size: int = 84
+    terminal_on_life_loss: bool = True
+    clip_reward: bool = True
+    frame_stack: int = 4
+    sticky: float = 0.0
+    full_action_space: bool = False
+    max_frames: int | None = 108_000
+
+
+@dataclass
+class Step:
+    """One frame-skipped step of one game, as MaxAndSkipEnv returns it (before WarpFrame)."""
+
+    frame: np.ndarray  # RGB 210x160x3, max-pooled over the last two frames
+    reward: float
+    game_over: bool
+    truncated: bool
+    lives: int
+    frame_number: int
+    episode_frame_number: int
+
+
+@dataclass
+class Monitor:
+    """SB3's Monitor for one game: the true score and length (emulator frames) of every finished game."""
+
+    env_id: str
+    path: Path | None = None
+    override_existing: bool = True
+    t_start: float = field(default_factory=time.time)
+    score: float = 0.0
+    writer: Any = None
+
+    def open(self) -> None:
+        if self.path is not None and self.writer is None:
+            from stable_baselines3.common.monitor import ResultsWriter
+
+            header: dict[str, float | str] = {"t_start": self.t_start, "env_id": self.env_id}
+            self.writer = ResultsWriter(str(self.path), header=header, override_existing=self.override_existing)
+
+    def record(self, step: Step) -> dict[str, float] | None:
+        self.score += step.reward
+        if not (step.game_over or step.truncated):
+            return None
+        episode = {
+            "r": round(self.score, 6),
+            "l": step.episode_frame_number,
+            "t": round(time.time() - self.t_start, 6),
+        }
+        self.score = 0.0
+        if self.writer is not None:
+            self.writer.write_row(episode)
+        return episode
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class Game:
+    """One emulator on its own ALE thread, with SB3's AtariWrapper bookkeeping around it."""
+
+    def __init__(self, settings: AtariSettings, monitor: Monitor) -> None:
+        from ale_py.vector_env import AtariVectorEnv
+
+        self.settings = settings
+        self.monitor = monitor
+        self.ale = AtariVectorEnv(
+            settings.game,
+            1,
+            num_threads=1,
+            frameskip=settings.frame_skip,
+            maxpool=settings.frame_skip > 1,
+            # ALE draws 0..noop_max-1 single-frame no-ops; SB3 draws 1..noop_max: ask for one more, redraw zeros
+            noop_max=settings.noop_max + 1 if settings.noop_max > 0 else 0,
+            use_fire_reset=False,
+            grayscale=False,
+            img_height=210,
+            img_width=160,
+            stack_num=1,
+            reward_clipping=False,
+            episodic_life=False,
+            life_loss_info=False,
+            repeat_action_probability=settings.sticky,
+            full_action_space=settings.full_action_space,
+            max_num_frames_per_episode=NO_LIMIT,
+        )
+        self.n_actions = int(self.ale.single_action_space.n)  # type: ignore[attr-defined]
+        self.has_fire = FIRE in self._meanings_with("FIRE")
+        self.lives = 0
+        self.was_real_done = True
+        self.seed: int | None = None
+        self.frame_number = 0
+        self.current_lives = 0
+        self.noops = 0  # single-frame no-ops at the last new game
+        self.last_episode: dict[str, float] | None = None
+        self._strength = np.ones(1, dtype=np.float32)
+
+    def _meanings_with(self, name: str) -> list[int]:
+        from ale_py import Action
+
+        actions = self.ale.ale.get_action_set()
+        return [i for i, action in enumerate(actions) if action == getattr(Action, name)]
+
+    # -- the emulator ------------------------------------------------------------------------------------------
+    def send(self, action: int) -> None:
+        self.ale.ale.send(np.array([action], dtype=np.int64), self._strength)
+
+    def recv(self) -> Step:
+        obs, reward, terminated, _, info = self.ale.ale.recv()
+        step = self._step_from(obs, float(reward[0]), bool(terminated[0]), info)
+        self.last_episode = self.monitor.record(step)
+        return step
+
+    def _step_from(self, obs: np.ndarray, reward: float, game_over: bool, info: dict[str, Any]) -> Step:
+        episode_frames = int(info["episode_frame_number"][0])
+        limit = self.settings.max_frames
+        self.frame_number = int(info["frame_number"][0])
+        self.current_lives = int(info["lives"][0])
+        return Step(
+            frame=obs[0, 0],
+            reward=reward,
+            game_over=game_over,
+            truncated=not game_over and limit is not None and episode_frames >= limit,
+            lives=int(info["lives"][0]),
+            frame_number=self.frame_number,
+            episode_frame_number=episode_frames,
+        )
+
+    def skip_step(self, action: int) -> Step:
+        """MaxAndSkipEnv.step (with Monitor underneath)."""
+        self.send(action)
+        return self.recv()
+
+    def raw_reset(self) -> np.ndarray:
+        """NoopResetEnv.reset: a new game after 1..noop_max single-frame no-ops (none when noop_max is 0)."""
+        while True:
+            seed = None if self.seed is None else np.array([self.seed], dtype=np.int64)
+            self.seed = None
+            obs, info = self.ale.reset(seed=seed)
+            self.noops = int(info["episode_frame_number"][0])
+            if self.settings.noop_max == 0 or self.noops > 0:
+                break
+        self.monitor.score = 0.0
+        self.frame_number = int(info["frame_number"][0])
+        self.current_lives = int(info["lives"][0])
+        return np.asarray(obs[0, 0])
+
+    # -- SB3's wrappers, in SB3's order --------------------------------------------------------------------------
+    def episodic_step(self, action: int) -> tuple[np.ndarray, float, bool, bool]:
+        """EpisodicLifeEnv.step: a lost life ends the episode (the game goes on)."""
+        return self.finish_step(self.skip_step(action))
+
+    def finish_step(self, step: Step) -> tuple[np.ndarray, float, bool, bool]:
+        """EpisodicLifeEnv.step's bookkeeping on a step already taken."""
+        terminated = step.game_over
+        if self.settings.terminal_on_life_loss:
+            self.was_real_done = step.game_over or step.truncated
+            if 0 < step.lives < self.lives:
+                terminated = True
+            self.lives = step.lives
+        return step.frame, step.reward, terminated, step.truncated
+
+    def episodic_reset(self) -> np.ndarray:
+        """EpisodicLifeEnv.reset: a new game after a game over, a no-op step after a lost life."""
+        if not self.settings.terminal_on_life_loss or self.was_real_done:
+            frame = self.raw_reset()
+        else:
+            step = self.skip_step(NOOP)
+            frame = step.frame
+            if step.game_over or step.truncated:
+                frame = self.raw_reset()
+        self.lives = self.current_lives
+        return frame
+
+    def reset(self) -> np.ndarray:
+        """FireResetEnv.reset (in games with FIRE) over EpisodicLifeEnv.reset, then WarpFrame."""
+        frame = self.episodic_reset()
+        if self.has_fire:
+            frame, _, terminated, truncated = self.episodic_step(FIRE)
+            if terminated or truncated:
+                self.episodic_reset()
+            frame, _, terminated, truncated = self.episodic_step(RIGHT)
+            if terminated or truncated:
+                self.episodic_reset()
+        return self.warp(frame)
+
+    def warp(self, frame: np.ndarray) -> np.ndarray:
+        """WarpFrame: grayscale, then resized with pixel-area interpolation."""
+        size = self.settings.screen_size
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        return np.asarray(cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA))
+
+    def close(self) -> None:
+        self.ale.close()
+        self.monitor.close()
+
+
+class AleVecEnv(VecEnv):
+    """n games behind SB3's VecEnv API, returning what DummyVecEnv + VecFrameStack + VecTransposeImage return."""
+
+    def __init__(
+        self,
+        settings: AtariSettings,
+        n_envs: int,
+        *,
+        monitor_dir: Path | None = None,
+        override_existing: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.games = [
+            Game(
+                settings,
+                Monitor(
+                    settings.env_id,
+                    path=monitor_dir / f"{i}.monitor.csv" if monitor_dir is not None else None,
+                    override_existing=override_existing,
+                ),
+            )
+            for i in range(n_envs)
+        ]
+        self.monitors_opened = False
+        size, stack = settings.screen_size, settings.frame_stack
+        observation_space = spaces.Box(0, 255, (stack, size, size), dtype=np.uint8)
+        super().__init__(n_envs, observation_space, spaces.Discrete(self.games[0].n_actions))
+        self.stacked = np.zeros((n_envs, stack, size, size), dtype=np.uint8)
+        self.actions = np.zeros(n_envs, dtype=np.int64)
+
+    @property
+    def monitors(self) -> list[Monitor]:
+        return [game.monitor for game in self.games]
+
+    def _open_monitors(self) -> None:
+        if not self.monitors_opened:  # after the caller had its chance to set t_start (resume)
+            for monitor in self.monitors:
+                monitor.open()
+            self.monitors_opened = True
+
+    def reset(self) -> np.ndarray:
+        self._open_monitors()
+        for i, game in enumerate(self.games):
+            if self._seeds[i] is not None:
+                game.seed = self._seeds[i]
+            game.was_real_done = True
+            self.stacked[i] = 0
+            self.stacked[i, -1] = game.reset()
+        self._reset_seeds()
+        self._reset_options()
+        return self.stacked.copy()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self.actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
+        for game, action in zip(self.games, self.actions, strict=True):
+            game.last_episode = None
+            game.send(int(action))
+
+    def step_wait(self) -> VecEnvStepReturn:
+        clip = self.settings.clip_reward
+        rewards = np.zeros(self.num_envs, dtype=np.float32)
+        dones = np.zeros(self.num_envs, dtype=bool)
+        frames: list[np.ndarray] = []
+        infos: list[dict[str, Any]] = []
+        for i, game in enumerate(self.games):
+            step = game.recv()
+            frame, reward, terminated, truncated = game.finish_step(step)
+            rewards[i] = np.sign(reward) if clip else reward
+            dones[i] = terminated or truncated
+            info: dict[str, Any] = {
+                "lives": step.lives,
+                "episode_frame_number": step.episode_frame_number,
+                "frame_number": step.frame_number,
+                "TimeLimit.truncated": truncated and not terminated,
+            }
+            if game.last_episode is not None:
+                info["episode"] = game.last_episode
+            frames.append(game.warp(frame))
+            infos.append(info)
+        self.stacked = np.roll(self.stacked, -1, axis=1)
+        for i in map(int, np.flatnonzero(dones)):
+            infos[i]["terminal_observation"] = np.concatenate((self.stacked[i, :-1], frames[i][None]))
+            self.stacked[i] = 0
+            frames[i] = self.games[i].reset()
+        self.stacked[:, -1] = np.stack(frames)
+        return self.stacked.copy(), rewards, dones, infos
+
+    def close(self) -> None:
+        for game in self.games:
+            game.close()
+
+    def _indices(self, indices: VecEnvIndices) -> Sequence[int]:
+        if indices is None:
+            return range(self.num_envs)
+        if isinstance(indices, int):
+            return [indices]
+        return list(indices)
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        if attr_name == "render_mode":
+            return [None for _ in self._indices(indices)]
+        return [getattr(self.games[i], attr_name) for i in self._indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        for i in self._indices(indices):
+            setattr(self.games[i], attr_name, value)
+
+    def env_method(self, method_name: str, *args: Any, indices: VecEnvIndices = None, **kwargs: Any) -> list[Any]:
+        return [getattr(self.games[i], method_name)(*args, **kwargs) for i in self._indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        from stable_baselines3.common.atari_wrappers import AtariWrapper
+        from stable_baselines3.common.monitor import Monitor as SB3Monitor
+
+        wrapped = wrapper_class in (SB3Monitor, AtariWrapper)  # what this env does in their place
+        return [wrapped for _ in self._indices(indices)]
