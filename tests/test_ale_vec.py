@@ -1,0 +1,139 @@
+"""ALE's native path plays exactly what SB3's AtariWrapper path plays: same pixels, rewards, episode ends, lives."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stable_baselines3.common.atari_wrappers import NoopResetEnv
+
+from dqn_cli import envs, hyperparams
+from dqn_cli.ale_vec import AleVecEnv, AtariSettings
+
+
+def noop_wrappers(venv) -> list[NoopResetEnv]:
+    found = []
+    for env in venv.unwrapped.envs:
+        while not isinstance(env, NoopResetEnv):
+            env = env.env
+        found.append(env)
+    return found
+
+
+def monitor_rows(folder: Path, n_envs: int) -> list[list[tuple[str, str]]]:
+    rows = []
+    for i in range(n_envs):
+        with open(folder / f"{i}.monitor.csv", encoding="utf-8") as handle:
+            next(handle)  # the JSON header (t_start differs)
+            rows.append([(row["r"], row["l"]) for row in csv.DictReader(handle)])
+    return rows
+
+
+def both_paths(game: str, n_envs: int, evaluation: bool, tmp_path: Path):
+    info = envs.resolve(game)
+    hp, _ = hyperparams.resolve(info, None, [])
+    make = dict(seed=7, n_envs=n_envs, evaluation=evaluation)
+    sb3 = envs.make_vec_env(info, hp, **make, vec_env="sb3", monitor_dir=tmp_path / "sb3")
+    ale = envs.make_vec_env(info, hp, **make, vec_env="ale", monitor_dir=tmp_path / "ale")
+    assert isinstance(ale, AleVecEnv) and not isinstance(sb3, AleVecEnv)
+    assert ale.observation_space == sb3.observation_space and ale.action_space == sb3.action_space
+    return sb3, ale
+
+
+@pytest.mark.parametrize(
+    ("game", "n_envs", "evaluation", "steps"),
+    [
+        ("Breakout", 2, False, 1200),  # FIRE to start, lives lost often: episodic life + FIRE after each loss
+        ("SpaceInvaders", 2, True, 1500),  # the evaluation protocol: full games, true scores
+        ("MsPacman", 1, False, 2500),  # no FIRE action: no fire reset
+    ],
+)
+def test_same_observations_rewards_and_episode_ends_as_sb3(
+    game: str, n_envs: int, evaluation: bool, steps: int, tmp_path: Path
+) -> None:
+    """Same seeds and actions through both paths; SB3's no-op count at each new game is set to the one ALE drew
+    (the two draw from different generators), everything else is compared as each path computes it."""
+    sb3, ale = both_paths(game, n_envs, evaluation, tmp_path)
+    noops = noop_wrappers(sb3)
+    rng = np.random.default_rng(0)
+    seen = Counter()
+
+    def sync_noops() -> None:
+        for wrapper, ale_game in zip(noops, ale.games, strict=True):
+            wrapper.override_num_noops = ale_game.noops
+
+    fast = ale.reset()
+    sync_noops()
+    assert np.array_equal(sb3.reset(), fast)
+    for t in range(steps):
+        actions = rng.integers(ale.action_space.n, size=n_envs)
+        fast, fast_rewards, fast_dones, fast_infos = ale.step(actions)
+        sync_noops()
+        obs, rewards, dones, infos = sb3.step(actions)
+        assert np.array_equal(obs, fast), f"step {t}: {(obs != fast).sum(axis=(1, 2, 3))} pixels differ"
+        assert np.array_equal(rewards, fast_rewards) and np.array_equal(dones, fast_dones), f"step {t}"
+        for i, (info, fast_info) in enumerate(zip(infos, fast_infos, strict=True)):
+            assert info["lives"] == fast_info["lives"], f"step {t}, env {i}"
+            assert info.get("episode", {}).get("r") == fast_info.get("episode", {}).get("r"), f"step {t}"
+            assert info.get("episode", {}).get("l") == fast_info.get("episode", {}).get("l"), f"step {t}"
+            assert info["TimeLimit.truncated"] == fast_info["TimeLimit.truncated"]
+            if dones[i] and "episode" not in info:  # a lost life: its last observation is learnt from
+                seen["life lost"] += 1
+                assert np.array_equal(info["terminal_observation"], fast_info["terminal_observation"]), f"step {t}"
+            elif dones[i]:
+                seen["game over"] += 1
+                assert fast_info["terminal_observation"].shape == info["terminal_observation"].shape
+        seen["reward"] += int((rewards != 0).sum())
+    ale.close()
+    sb3.close()
+    assert seen["game over"] >= 2 and seen["reward"] > 0, seen  # the comparison went through new games
+    if not evaluation:
+        assert seen["life lost"] >= 2, seen
+    assert monitor_rows(tmp_path / "ale", n_envs) == monitor_rows(tmp_path / "sb3", n_envs)
+
+
+def test_no_op_starts_are_uniform_over_1_to_noop_max() -> None:
+    settings = AtariSettings(game="pong", env_id="PongNoFrameskip-v4", noop_max=4)
+    venv = AleVecEnv(settings, 1)
+    venv.seed(3)
+    counts = Counter()
+    for _ in range(120):
+        venv.reset()
+        counts[venv.games[0].noops] += 1
+    venv.close()
+    assert set(counts) == {1, 2, 3, 4}, counts  # SB3 draws 1..noop_max; ALE's own draw includes 0
+    assert min(counts.values()) > 120 / 4 / 2, counts
+
+
+def test_seeded_resets_repeat() -> None:
+    settings = AtariSettings(game="space_invaders", env_id="SpaceInvadersNoFrameskip-v4")
+
+    def play(seed: int) -> list[np.ndarray]:
+        venv = AleVecEnv(settings, 2)
+        venv.seed(seed)
+        frames = [venv.reset()]
+        frames += [venv.step(np.array([t % 6, (t + 3) % 6]))[0] for t in range(50)]
+        venv.close()
+        return frames
+
+    first, again, other = play(1), play(1), play(2)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other, strict=True)), "other seeds, other no-ops"
+
+
+def test_configurations_that_need_sb3s_wrappers_fall_back() -> None:
+    atari = envs.resolve("Pong")
+    hp, _ = hyperparams.resolve(atari, None, [])
+    assert envs.ale_unsupported(atari, hp) is None
+    v5 = envs.resolve("ALE/Pong-v5")
+    assert "skips frames" in (envs.ale_unsupported(v5, hyperparams.resolve(v5, None, [])[0]) or "")
+    sticky_wrapper, _ = hyperparams.resolve(atari, None, ["atari_wrapper.action_repeat_probability=0.25"])
+    assert "sticky" in (envs.ale_unsupported(atari, sticky_wrapper) or "")
+    cartpole = envs.resolve("CartPole-v1")
+    assert envs.ale_unsupported(cartpole, hyperparams.resolve(cartpole, None, [])[0]) is not None
+    venv = envs.make_vec_env(v5, hyperparams.resolve(v5, None, [])[0], seed=0, n_envs=1)
+    assert not isinstance(venv, AleVecEnv)
+    venv.close()
