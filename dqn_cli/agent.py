@@ -45,6 +45,19 @@ class DQNAgent(DQN):
     stop_request: StopRequest | None = None
     double_q: bool = False  # saved in the zip's data as a plain flag
 
+    def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
+        """SB3's loader insists on a `ReplayBuffer` subclass; dqn's compact buffers are `BaseBuffer`s."""
+        from stable_baselines3.common.buffers import ReplayBuffer
+        from stable_baselines3.common.save_util import load_from_pkl
+
+        from dqn_cli.buffers import CompactReplayBuffer
+
+        buffer = load_from_pkl(path, self.verbose)
+        if not isinstance(buffer, ReplayBuffer | CompactReplayBuffer):
+            raise TypeError(f"expected a replay buffer, found {type(buffer).__name__}")
+        buffer.device = self.device
+        self.replay_buffer = buffer
+
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """SB3's DQN update, plus Double DQN targets and prioritized replay's weights and priority updates."""
         self.policy.set_training_mode(True)

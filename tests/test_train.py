@@ -51,6 +51,7 @@ def test_atari_run_folder_has_the_rl_zoo3_layout(atari_run: Path) -> None:
     assert config["frame_stack"] == 4 and config["learning_starts"] == 500 and config["buffer_size"] == 1000
     assert config["env_wrapper"][0]["stable_baselines3.common.atari_wrappers.AtariWrapper"]["frame_skip"] == 4
     assert safe_yaml.load_file(run / env_id / "args.yml")["seed"] == 1
+    assert safe_yaml.load_file(run / "resolved_config.yml")["run"]["vec_env"] == "ale", "ALE's native path by default"
     assert list((run / "tensorboard").glob("DQN_1/events.out.tfevents.*"))
 
 
@@ -167,6 +168,37 @@ def test_ctrl_c_saves_and_resume_continues_exactly(dqn, workdir: Path) -> None:
     assert json.loads((CARTPOLE / "train_state.json").read_text())["status"] == "finished"
     finished = dqn("train", "--resume", str(CARTPOLE))
     assert finished.code == 2 and "already finished" in finished.err
+
+
+def test_atari_on_the_native_path_resumes_exactly(dqn, workdir: Path) -> None:
+    args = ("--env", "SpaceInvaders", "-n", "2400", "--set", "learning_starts=400", "--set", "buffer_size=2000",
+            "--set", "n_envs=2", "--eval-freq", "0", "--save-freq", "0", "--seed", "4", "--no-progress")  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        stop_with(patch, signal.SIGINT, at_step=900)
+        assert dqn("train", *args).code == 130
+    stopped_at = json.loads((checkpoint.complete(RUN)[-1] / "state.json").read_text())["num_timesteps"]
+    assert 900 <= stopped_at < 1000
+    rows_before = [len((RUN / f"{i}.monitor.csv").read_text().splitlines()) for i in range(2)]
+
+    second = dqn("train", "--resume", str(RUN), "--no-progress")
+    assert second.code == 0, second.err
+    final = DQN.load(RUN / "SpaceInvadersNoFrameskip-v4.zip", buffer_size=1)
+    assert final.num_timesteps == 2400 and final.n_envs == 2
+    assert final._n_updates == (2400 - 400) // 4, "one gradient step per 4 env steps across the 2 games, none lost"
+    files = [(RUN / f"{i}.monitor.csv").read_text().splitlines() for i in range(2)]
+    assert sum(map(len, files)) > sum(rows_before), "games finished after the resume are appended"
+    for lines in files:
+        assert lines[0].startswith('#{"t_start"') and lines[1] == "r,l,t", "one header, written at the start"
+        times = [float(line.split(",")[2]) for line in lines[2:]]
+        assert times == sorted(times), "episodes after the resume continue the run's clock"
+        assert all(int(line.split(",")[1]) > 400 for line in lines[2:]), "lengths in emulator frames, as Monitor"
+
+
+def test_vec_env_sb3_selects_sb3s_wrappers(dqn) -> None:
+    shown = dqn("train", "--env", "Pong", "--vec-env", "sb3", "--dry-run")
+    assert shown.code == 0 and "vec_env: sb3" in shown.out
+    bad = dqn("train", "--env", "Pong", "--vec-env", "gym", "--dry-run")
+    assert bad.code == 2 and "gym" in bad.err
 
 
 def test_sigterm_exits_143_with_the_model_saved(workdir: Path) -> None:
