@@ -56,7 +56,7 @@ class DQNAgent(DQN):
         if not isinstance(buffer, ReplayBuffer | CompactReplayBuffer):
             raise TypeError(f"expected a replay buffer, found {type(buffer).__name__}")
         buffer.device = self.device
-        self.replay_buffer = buffer
+        self.replay_buffer = buffer  # type: ignore[assignment]  # a BaseBuffer with ReplayBuffer's API
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """SB3's DQN update, plus Double DQN targets and prioritized replay's weights and priority updates."""
