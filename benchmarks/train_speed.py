@@ -13,7 +13,9 @@ compete for cores). Start-up costs cancel out by differencing runs that differ o
 and prints steps/s for each tool, the ratio dqn / rl_zoo3, each run's peak memory (max RSS), and the replay
 buffers' bytes per transition. Differences of whole runs are noisy (±10% between repetitions here), so each figure
 is the median of `--repeat` rounds, the tools alternating within each round so that drift hits both alike.
-Usage: `python benchmarks/train_speed.py [--env SpaceInvaders] [--train-steps 4000] [--repeat 3]`.
+Both tools run the game's rl_zoo3 hyperparameters; dqn steps `--n-envs` games side by side (default 8) with the
+same replay ratio, so both take the same number of gradient steps for the same env steps.
+Usage: `python benchmarks/train_speed.py [--env SpaceInvaders] [--train-steps 4000] [--n-envs 8] [--repeat 3]`.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
     return seconds, peak
 
 
-def dqn_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int) -> list[str]:
+def dqn_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int, n_envs: int = 1) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -70,13 +72,15 @@ def dqn_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int) 
         f"learning_starts={starts}",
         "--set",
         f"buffer_size={buffer}",
+        "--set",
+        f"n_envs={n_envs}",
     ]
     if eval_episodes:
         return [*cmd, "--eval-freq", str(steps), "--eval-episodes", str(eval_episodes)]
     return [*cmd, "--eval-freq", "0"]
 
 
-def zoo_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int) -> list[str]:
+def zoo_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int, n_envs: int = 1) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -101,14 +105,14 @@ def zoo_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int) 
 
 
 def measure(tool: str, args: argparse.Namespace) -> dict[str, float]:
-    make = dqn_cmd if tool == "dqn" else zoo_cmd
+    make, n = (dqn_cmd, args.n_envs) if tool == "dqn" else (zoo_cmd, 1)
     w, s, k, buffer = args.warmup_steps, args.warmup_steps // 10, args.train_steps, args.buffer_size
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
-        short, peak_short = timed(make(args.env, s, w + k, buffer, 0), cwd)
-        warm, peak_warm = timed(make(args.env, w, w + k, buffer, 0), cwd)
-        train, peak_train = timed(make(args.env, w + k, w, buffer, 0), cwd)
-        evaluated, peak_eval = timed(make(args.env, w, w + k, buffer, args.eval_episodes), cwd)
+        short, peak_short = timed(make(args.env, s, w + k, buffer, 0, n), cwd)
+        warm, peak_warm = timed(make(args.env, w, w + k, buffer, 0, n), cwd)
+        train, peak_train = timed(make(args.env, w + k, w, buffer, 0, n), cwd)
+        evaluated, peak_eval = timed(make(args.env, w, w + k, buffer, args.eval_episodes, n), cwd)
     return {
         "warmup_steps_per_s": (w - s) / max(warm - short, 1e-9),
         "train_steps_per_s": k / max(train - warm, 1e-9),
@@ -139,6 +143,13 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=4_000, help="env steps with gradient steps (1 per 4)")
     parser.add_argument("--eval-episodes", type=int, default=2)
     parser.add_argument("--buffer-size", type=int, default=20_000)
+    parser.add_argument(
+        "--n-envs",
+        type=int,
+        default=8,
+        help="dqn's games stepped side by side on ALE's threads; the replay ratio (one gradient step per "
+        "train_freq env steps in total) and so the number of gradient steps stay rl_zoo3's",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="rounds; each figure is the median")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
@@ -148,7 +159,8 @@ def main() -> None:
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"python {platform.python_version()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+        f"python {platform.python_version()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; "
+        f"rl_zoo3: 1 env (its Atari setting), dqn: n_envs={args.n_envs}"
     )
     rounds: dict[str, list[dict[str, float]]] = {"rl_zoo3": [], "dqn": []}
     for _ in range(args.repeat):

@@ -132,9 +132,10 @@ class CompactReplayBuffer(BaseBuffer):
     def _stacks(self, ends: np.ndarray, depths: np.ndarray, envs: np.ndarray) -> np.ndarray:
         offsets = np.arange(self.stack) - (self.stack - 1)  # [-3, -2, -1, 0]
         index = (ends[:, None] + offsets) % self.capacity
-        stacks = self.frames[index, envs[:, None]]
-        real = np.arange(self.stack)[None, :] >= (self.stack - depths[:, None].astype(np.int64))
-        return np.where(real[:, :, None, None], stacks, 0).astype(np.uint8)
+        stacks = self.frames[index, envs[:, None]]  # a fresh array: padding is zeroed in place
+        padding = np.arange(self.stack)[None, :] < (self.stack - depths[:, None].astype(np.int64))
+        stacks[padding] = 0
+        return stacks
 
     def valid(self, rows: np.ndarray, envs: np.ndarray) -> np.ndarray:
         """Whether the frames of these transitions are still in the ring (the oldest may have been overwritten)."""
