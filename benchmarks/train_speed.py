@@ -8,7 +8,8 @@ compete for cores). Start-up costs cancel out by differencing runs that differ o
     training   (one gradient step every train_freq env steps, ε-greedy actions)
                = K / (time of a (W + K)-step run with learning_starts = W - time of the W-step run)
     evaluation (full games, the eval env of each tool)
-               = episodes / (time of the W-step run with one evaluation at the end - time of the W-step run)
+               = agent steps played in it (from evaluations.npz)
+                 / (time of the W-step run with one evaluation at the end - time of the W-step run)
 
 and prints steps/s for each tool, the ratio dqn / rl_zoo3, each run's peak memory (max RSS), and the replay
 buffers' bytes per transition. Differences of whole runs are noisy (±10% between repetitions here), so each figure
@@ -113,12 +114,25 @@ def measure(tool: str, args: argparse.Namespace) -> dict[str, float]:
         warm, peak_warm = timed(make(args.env, w, w + k, buffer, 0, n), cwd)
         train, peak_train = timed(make(args.env, w + k, w, buffer, 0, n), cwd)
         evaluated, peak_eval = timed(make(args.env, w, w + k, buffer, args.eval_episodes, n), cwd)
+        eval_steps = evaluation_steps(cwd, frames_per_step=4 if tool == "rl_zoo3" else 1)
     return {
         "warmup_steps_per_s": (w - s) / max(warm - short, 1e-9),
         "train_steps_per_s": k / max(train - warm, 1e-9),
+        "eval_steps_per_s": eval_steps / max(evaluated - warm, 1e-9),
         "eval_seconds_per_episode": max(evaluated - warm, 1e-9) / args.eval_episodes,
         "peak_rss_mb": max(peak_short, peak_warm, peak_train, peak_eval),
     }
+
+
+def evaluation_steps(cwd: Path, frames_per_step: int) -> float:
+    """Agent steps played in the last run's evaluation, from its evaluations.npz. Untrained agents of the two tools
+    play games of different lengths, so evaluation speed is compared per step, not per episode. rl_zoo3 records
+    Monitor's lengths in emulator frames (4 per step, plus at most 30 no-op frames per game: under 1%)."""
+    import numpy as np
+
+    newest = max(cwd.rglob("evaluations.npz"), key=lambda p: p.stat().st_mtime)
+    with np.load(newest) as data:
+        return float(data["ep_lengths"][-1].sum()) / frames_per_step
 
 
 def buffer_bytes() -> dict[str, float]:
@@ -141,7 +155,7 @@ def main() -> None:
     parser.add_argument("--env", default="SpaceInvaders")
     parser.add_argument("--warmup-steps", type=int, default=10_000)
     parser.add_argument("--train-steps", type=int, default=4_000, help="env steps with gradient steps (1 per 4)")
-    parser.add_argument("--eval-episodes", type=int, default=2)
+    parser.add_argument("--eval-episodes", type=int, default=4)
     parser.add_argument("--buffer-size", type=int, default=20_000)
     parser.add_argument(
         "--n-envs",
@@ -172,6 +186,7 @@ def main() -> None:
     rows = [
         ("warm-up steps/s", "warmup_steps_per_s", True),
         ("training steps/s", "train_steps_per_s", True),
+        ("eval steps/s", "eval_steps_per_s", True),
         ("eval s/episode", "eval_seconds_per_episode", False),
         ("peak memory MB", "peak_rss_mb", False),
     ]
