@@ -223,7 +223,8 @@ class Game:
             if terminated or truncated:
                 self.episodic_reset()
             frame, _, terminated, truncated = self.episodic_step(RIGHT)
-            if terminated or truncated:
+            if terminated or truncated:  # SB3 returns this step's frame even so: keep it from ALE's next write
+                frame = frame.copy()
                 self.episodic_reset()
         return self.warp(frame)
 
@@ -293,7 +294,6 @@ class AleVecEnv(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         self.actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
         for game, action in zip(self.games, self.actions, strict=True):
-            game.last_episode = None
             game.send(int(action))
 
     def step_wait(self) -> VecEnvStepReturn:
