@@ -182,7 +182,6 @@ def make_vec_env(
     return venv
 
 
-VEC_ENVS = ("ale", "sb3")
 ALE_ENV_KWARGS = {"repeat_action_probability", "full_action_space", "max_num_frames_per_episode"}
 
 

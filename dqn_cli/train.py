@@ -68,6 +68,9 @@ def train(request: TrainRequest, *, live_progress: bool, say: Say) -> TrainResul
     envs.check_discrete(info, _action_space(info))
     run_dir = rundir.create(request.log_dir, info)
     say(f"run folder: {run_dir}")
+    reason = envs.ale_unsupported(info, resolved.hyperparams) if info.is_atari else None
+    if reason is not None and resolved.run.vec_env == "ale":
+        say(f"Atari on SB3's wrappers, not ALE's native threads: {reason}")
     wrapper_kwargs = envs.atari_wrapper_kwargs(info, resolved.hyperparams) if info.is_atari else None
     rundir.write_new(run_dir, info.name, resolved, wrapper_kwargs, request.log_dir)
     env = _train_env(info, resolved, run_dir, resume=False)

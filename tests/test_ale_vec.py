@@ -137,3 +137,13 @@ def test_configurations_that_need_sb3s_wrappers_fall_back() -> None:
     venv = envs.make_vec_env(v5, hyperparams.resolve(v5, None, [])[0], seed=0, n_envs=1)
     assert not isinstance(venv, AleVecEnv)
     venv.close()
+
+
+def test_train_says_when_a_configuration_needs_sb3s_wrappers(dqn) -> None:
+    args = ("-n", "200", "--set", "learning_starts=1000", "--set", "buffer_size=500", "--eval-freq", "0",
+            "--save-freq", "0", "--no-tensorboard", "--no-progress")  # fmt: skip
+    v5 = dqn("train", "--env", "ALE/Pong-v5", *args)
+    assert v5.code == 0, v5.err
+    assert "Atari on SB3's wrappers, not ALE's native threads: ALE/Pong-v5 skips frames in the env" in v5.err
+    native = dqn("train", "--env", "Pong", *args)
+    assert native.code == 0 and "SB3's wrappers" not in native.err
