@@ -8,10 +8,11 @@ its own (no-ops, FIRE then RIGHT, a no-op after a lost life) inside the vector s
 What runs in Python is the bookkeeping of SB3's wrapper stack, in the same order (NoopResetEnv, MaxAndSkipEnv,
 EpisodicLifeEnv, FireResetEnv, WarpFrame, ClipRewardEnv, then Monitor, DummyVecEnv, VecFrameStack and
 VecTransposeImage), so that the same seeds and actions give the same observations, rewards and episode ends;
-`tests/test_ale_vec.py` checks it against SB3 frame by frame. Two differences, both in frames no learning target
-reads (and documented in the README): the observation of a game's very last step (game over) is max-pooled over
-the frames ALE captured before the game ended, and the 108,000-frame truncation lands on a step boundary. The
-random no-op count at reset is drawn by ALE (uniform over 1..noop_max, as SB3's, from ALE's generator).
+`tests/test_ale_vec.py` checks it against SB3 frame by frame. What differs never reaches a learning target (the
+README lists it): the random no-op count at a new game (uniform over 1..noop_max as SB3's) and sticky actions draw
+from ALE's generator, the observation of a game-over step is max-pooled over the frames ALE captured before the game
+ended, rewards during the no-op start are not added to Monitor's score, and the 108,000-frame truncation lands on
+a step boundary.
 """
 
 from __future__ import annotations
