@@ -66,7 +66,8 @@ class Episodes:
 @contextmanager
 def one_torch_thread() -> Iterator[None]:
     """Batched forward passes of a few observations on one torch thread. With two, torch's idle worker spins for a
-    while after each pass and takes the core ALE's emulator threads need: 8 games stepped 1.8x slower here."""
+    while after each pass and takes the core ALE's emulator threads need: 8 games stepped 1.8x slower here, and
+    training with 8 games ran 115-134 steps/s against 140 with collection on one thread."""
     import torch
 
     before = torch.get_num_threads()
