@@ -133,8 +133,7 @@ class Game:
         self.lives = 0
         self.was_real_done = True
         self.seed: int | None = None
-        self.frame_number = 0
-        self.current_lives = 0
+        self.current_lives = 0  # ALE's count after the latest step or reset (EpisodicLifeEnv reads it at reset)
         self.noops = 0  # single-frame no-ops at the last new game
         self.last_episode: dict[str, float] | None = None
         self._strength = np.ones(1, dtype=np.float32)
@@ -158,15 +157,14 @@ class Game:
     def _step_from(self, obs: np.ndarray, reward: float, game_over: bool, info: dict[str, Any]) -> Step:
         episode_frames = int(info["episode_frame_number"][0])
         limit = self.settings.max_frames
-        self.frame_number = int(info["frame_number"][0])
         self.current_lives = int(info["lives"][0])
         return Step(
             frame=obs[0, 0],
             reward=reward,
             game_over=game_over,
             truncated=not game_over and limit is not None and episode_frames >= limit,
-            lives=int(info["lives"][0]),
-            frame_number=self.frame_number,
+            lives=self.current_lives,
+            frame_number=int(info["frame_number"][0]),
             episode_frame_number=episode_frames,
         )
 
@@ -185,7 +183,6 @@ class Game:
             if self.settings.noop_max == 0 or self.noops > 0:
                 break
         self.monitor.score = 0.0
-        self.frame_number = int(info["frame_number"][0])
         self.current_lives = int(info["lives"][0])
         return np.asarray(obs[0, 0])
 
