@@ -45,6 +45,14 @@ class DQNAgent(DQN):
     stop_request: StopRequest | None = None
     double_q: bool = False  # saved in the zip's data as a plain flag
 
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        fast_memory_format(self.policy)
+
+    def set_parameters(self, *args: Any, **kwargs: Any) -> None:
+        super().set_parameters(*args, **kwargs)
+        fast_memory_format(self.policy)  # a loaded optimizer state keeps the layout it was saved in
+
     def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
         """SB3's loader insists on a `ReplayBuffer` subclass; dqn's compact buffers are `BaseBuffer`s."""
         from stable_baselines3.common.buffers import ReplayBuffer
@@ -119,6 +127,26 @@ class DQNAgent(DQN):
 
         with one_torch_thread():  # actions for a few observations; the gradient steps keep every thread
             return super().collect_rollouts(*args, **kwargs)
+
+
+def fast_memory_format(policy: Any) -> None:
+    """Convolution weights channels-last on CPU, where oneDNN's kernels for that layout are faster: a Nature-CNN
+    gradient step (batch 32, 2 threads) fell from ~25-30 ms to ~21-23 ms here, most of it convolution backward
+    (10.4 -> 5.8 ms). The same arithmetic in another memory order; only 4-D tensors change.
+
+    The optimizer's state is given each parameter's layout too: Adam's fused kernel walks a parameter and its
+    moments as flat memory, so moments left in the old layout would be paired with the wrong weights.
+    """
+    if policy.device.type != "cpu":
+        return
+    policy.to(memory_format=th.channels_last)
+    optimizer = getattr(policy, "optimizer", None)
+    if optimizer is None:
+        return
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, th.Tensor) and value.dim() == 4 and value.shape == param.shape:
+                state[key] = value.contiguous(memory_format=th.channels_last)
 
 
 def td_targets(

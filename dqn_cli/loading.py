@@ -240,6 +240,9 @@ def build_policy(
         detail = str(exc).splitlines()[0]
         raise DqnError(f"{info.path}: the weights do not fit this env's network ({detail}); is --env right?") from None
     policy.set_training_mode(False)
+    from dqn_cli.agent import fast_memory_format
+
+    fast_memory_format(policy)
     return policy
 
 

@@ -1,0 +1,90 @@
+"""Channels-last convolution weights on CPU: same arithmetic as the standard layout, Adam's moments kept aligned."""
+
+from __future__ import annotations
+
+import copy
+import zipfile
+from pathlib import Path
+
+import torch as th
+from torch.nn import functional as F
+
+from dqn_cli import agent, envs, hyperparams
+from dqn_cli.agent import DQNAgent
+
+
+def atari_agent(n_envs: int = 1) -> DQNAgent:
+    info = envs.resolve("SpaceInvaders")
+    hp, _ = hyperparams.resolve(info, None, ["buffer_size=200", "learning_starts=40", f"n_envs={n_envs}"])
+    env = envs.make_vec_env(info, hp, seed=3, n_envs=n_envs)
+    return agent.build(hp, env, seed=3, device="cpu", tensorboard_log=None)
+
+
+def convolution_tensors(model: DQNAgent) -> list[th.Tensor]:
+    params = [p for p in model.policy.parameters() if p.dim() == 4]
+    state = model.policy.optimizer.state
+    moments = [v for p in params if p in state for v in state[p].values() if v.dim() == 4]
+    return params + moments
+
+
+def gradient_step(model: DQNAgent, seed: int) -> None:
+    """One Adam step on a fixed batch through the online network."""
+    generator = th.Generator().manual_seed(seed)
+    obs = th.randint(0, 256, (8, 4, 84, 84), generator=generator, dtype=th.uint8)
+    target = th.randn(8, 6, generator=generator)
+    model.policy.optimizer.zero_grad()
+    F.mse_loss(model.q_net(obs), target).backward()
+    model.policy.optimizer.step()
+
+
+def standard_layout_checkpoint(source: Path, target: Path) -> Path:
+    """The zip as a run saved it before channels-last: every optimizer tensor in the standard (contiguous) layout."""
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name == "policy.optimizer.pth":
+                with zin.open(name) as handle:
+                    state = th.load(handle, weights_only=True)
+                for moments in state["state"].values():
+                    for key, value in moments.items():
+                        moments[key] = value.contiguous()
+                with zout.open(name, "w") as handle:
+                    th.save(state, handle)
+                continue
+            zout.writestr(name, data)
+    return target
+
+
+def test_convolutions_train_channels_last_and_match_the_standard_layout() -> None:
+    model = atari_agent()
+    model.learn(80)  # 10 gradient steps: Adam's moments exist
+    tensors = convolution_tensors(model)
+    assert len(tensors) == 2 * 3 + 3 * 2  # 3 conv weights in each net, Adam's 2 moments for the online net's
+    assert all(t.is_contiguous(memory_format=th.channels_last) for t in tensors)
+
+    standard = copy.deepcopy(model.q_net).to(memory_format=th.contiguous_format)
+    assert all(p.is_contiguous() for p in standard.parameters())
+    obs = th.randint(0, 256, (4, 4, 84, 84), generator=th.Generator().manual_seed(1), dtype=th.uint8)
+    for net in (model.q_net, standard):
+        net.zero_grad()
+        net(obs).square().sum().backward()
+    with th.no_grad():
+        assert th.allclose(model.q_net(obs), standard(obs), rtol=1e-4, atol=1e-5)
+    for a, b in zip(model.q_net.parameters(), standard.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None
+        assert th.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-5)
+
+
+def test_a_standard_layout_checkpoint_resumes_with_the_same_adam_update(tmp_path: Path) -> None:
+    """Adam's fused kernel walks weights and moments as flat memory: moments left in the old layout would be paired
+    with the wrong weights. Loading puts them in the weights' layout, so both checkpoints take the same step."""
+    model = atari_agent()
+    model.learn(80)
+    model.save(tmp_path / "new.zip")
+    old = standard_layout_checkpoint(tmp_path / "new.zip", tmp_path / "old.zip")
+    loaded = [DQNAgent.load(path, device="cpu", buffer_size=1) for path in (tmp_path / "new.zip", old)]
+    for each in loaded:
+        assert all(t.is_contiguous(memory_format=th.channels_last) for t in convolution_tensors(each))
+        gradient_step(each, seed=5)
+    for a, b in zip(loaded[0].policy.parameters(), loaded[1].policy.parameters(), strict=True):
+        assert th.equal(a, b)
