@@ -123,10 +123,7 @@ class DQNAgent(DQN):
     def collect_rollouts(self, *args: Any, **kwargs: Any) -> RolloutReturn:
         if self.stop_request is not None and self.stop_request.requested:
             return RolloutReturn(0, 0, continue_training=False)
-        from dqn_cli.play import one_torch_thread
-
-        with one_torch_thread():  # actions for a few observations; the gradient steps keep every thread
-            return super().collect_rollouts(*args, **kwargs)
+        return super().collect_rollouts(*args, **kwargs)
 
 
 def fast_memory_format(policy: Any) -> None:

@@ -283,11 +283,21 @@ class AleVecEnv(VecEnv):
             if self._seeds[i] is not None:
                 game.seed = self._seeds[i]
             game.was_real_done = True
-            self.stacked[i] = 0
-            self.stacked[i, -1] = game.reset()
+        self.stacked[:] = 0
+        self.stacked[:, -1] = self._reset_games()
         self._reset_seeds()
         self._reset_options()
         return self.stacked.copy()
+
+    def _reset_games(self) -> list[np.ndarray]:
+        """Every game's reset. A seeded one makes ALE reload the ROM (~0.1 s here, GIL released): those run side
+        by side, which halves the fixed cost of each evaluation with 4 games."""
+        if len(self.games) == 1 or all(game.seed is None for game in self.games):
+            return [game.reset() for game in self.games]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(self.games)) as pool:
+            return list(pool.map(Game.reset, self.games))
 
     def step_async(self, actions: np.ndarray) -> None:
         self.actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)

@@ -14,6 +14,7 @@ import typer
 
 from dqn_cli import __version__
 from dqn_cli.errors import DqnError, ExitStatus
+from dqn_cli.threads import configure_openmp
 
 app = typer.Typer(
     name="dqn",
@@ -418,6 +419,7 @@ def _is_usage_error(exc: Exception) -> bool:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of the `dqn` console script and of `python -m dqn_cli`."""
+    configure_openmp()  # before anything imports torch
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
