@@ -77,26 +77,22 @@ class CompactReplayBuffer(BaseBuffer):
         self.frames[self.frame_count[env] % self.capacity, env] = frame
         self.frame_count[env] += 1
 
-    def _ring(self, env: int, depth: int) -> np.ndarray:
-        """The last `depth` frames pushed for `env`, oldest first."""
-        ends = (self.frame_count[env] - depth + np.arange(depth)) % self.capacity
-        return self.frames[ends, env]
+    def _holding(self, stacked: np.ndarray) -> np.ndarray:
+        """Per env: True when `stacked[env]` is `stack - depth` zero frames then the ring's last `depth` frames."""
+        envs = np.arange(self.n_envs)
+        index = (self.frame_count[:, None] + np.arange(-self.stack, 0)) % self.capacity
+        expected = self.frames[index, envs[:, None]]  # a fresh array: the stacks the ring ends with
+        expected[np.arange(self.stack)[None, :] < (self.stack - self.depth)[:, None]] = 0  # their padding
+        same = (expected == stacked).reshape(self.n_envs, -1).all(axis=1)
+        return np.asarray(same & (self.depth > 0))
 
-    def _holds(self, env: int, stacked: np.ndarray, depth: int) -> bool:
-        """True when `stacked` is `stack - depth` zero frames then the ring's last `depth` frames."""
-        pad = self.stack - depth
-        return bool(depth > 0 and not stacked[:pad].any() and np.array_equal(stacked[pad:], self._ring(env, depth)))
-
-    def _store(self, env: int, stacked: np.ndarray) -> tuple[int, int]:
-        """Make the ring end with `stacked`; returns (index of its last frame, number of real frames)."""
-        depth = int(self.depth[env])
-        if not self._holds(env, stacked, depth):
-            real = np.flatnonzero(stacked.reshape(self.stack, -1).any(axis=1))
-            depth = self.stack - int(real[0]) if len(real) else 1  # leading all-zero frames are padding
-            for frame in stacked[self.stack - depth :]:
-                self._push(env, frame)
+    def _restore(self, env: int, stacked: np.ndarray) -> None:
+        """Make the ring of `env` end with `stacked`: push its real frames (leading all-zero frames are padding)."""
+        real = np.flatnonzero(stacked.reshape(self.stack, -1).any(axis=1))
+        depth = self.stack - int(real[0]) if len(real) else 1
+        for frame in stacked[self.stack - depth :]:
+            self._push(env, frame)
         self.depth[env] = depth
-        return int(self.frame_count[env] - 1), depth
 
     def add(
         self,
@@ -107,17 +103,20 @@ class CompactReplayBuffer(BaseBuffer):
         done: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
-        for env in range(self.n_envs):
-            self.obs_end[self.pos, env], self.obs_depth[self.pos, env] = self._store(env, obs[env])
-            if np.array_equal(next_obs[env][:-1], obs[env][1:]):  # the usual case: one new frame
-                self._push(env, next_obs[env][-1])
-                self.depth[env] = min(self.depth[env] + 1, self.stack)
-                self.next_end[self.pos, env], self.next_depth[self.pos, env] = (
-                    self.frame_count[env] - 1,
-                    self.depth[env],
-                )
-            else:
-                self.next_end[self.pos, env], self.next_depth[self.pos, env] = self._store(env, next_obs[env])
+        """Store what is new in obs and next_obs, all envs at once in the usual case: obs is the stack the ring
+        already ends with (the previous next_obs), and next_obs is obs shifted by one new frame."""
+        for env in np.flatnonzero(~self._holding(obs)):
+            self._restore(int(env), obs[env])
+        self.obs_end[self.pos], self.obs_depth[self.pos] = self.frame_count - 1, self.depth
+        shifted = (next_obs[:, :-1] == obs[:, 1:]).reshape(self.n_envs, -1).all(axis=1)
+        moved = np.flatnonzero(shifted)
+        self.frames[self.frame_count[moved] % self.capacity, moved] = next_obs[moved, -1]
+        self.frame_count[moved] += 1
+        self.depth[moved] = np.minimum(self.depth[moved] + 1, self.stack)
+        if not shifted.all():  # rare: a reset the ring has not seen, a wrapper that is not a frame stack
+            for env in np.flatnonzero(~shifted & ~self._holding(next_obs)):
+                self._restore(int(env), next_obs[env])
+        self.next_end[self.pos], self.next_depth[self.pos] = self.frame_count - 1, self.depth
         self.actions[self.pos] = np.array(action).reshape((self.n_envs, self.action_dim))
         self.rewards[self.pos] = np.array(reward)
         self.dones[self.pos] = np.array(done)
