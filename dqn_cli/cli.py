@@ -50,6 +50,11 @@ class VecEnvChoice(str, Enum):
     sb3 = "sb3"
 
 
+VecEnvOption = Annotated[
+    VecEnvChoice, typer.Option(help="Atari envs: ALE's native threads, or SB3's wrappers (same observations).")
+]
+
+
 def _request(
     env: str | None,
     config: Path | None,
@@ -83,9 +88,7 @@ def train(
     eval_freq: Annotated[int, typer.Option(min=0, help="Env steps between evaluations (0: none).")] = 25_000,
     eval_episodes: Annotated[int, typer.Option(min=1, help="Full games per evaluation.")] = 5,
     eval_envs: Annotated[int, typer.Option(min=0, help="Games played side by side (0: up to 8).")] = 0,
-    vec_env: Annotated[
-        VecEnvChoice, typer.Option(help="Atari envs: ALE's native threads, or SB3's wrappers (same observations).")
-    ] = VecEnvChoice.ale,
+    vec_env: VecEnvOption = VecEnvChoice.ale,
     save_freq: Annotated[int, typer.Option(min=0, help="Env steps between checkpoints (0: only on stop).")] = 100_000,
     keep_checkpoints: Annotated[int, typer.Option(min=1, help="Newest checkpoints kept.")] = 2,
     save_replay_buffer: Annotated[
@@ -201,7 +204,10 @@ def eval_command(
     epsilon: EpsilonOption = 0.01,
     deterministic: DeterministicOption = False,
     sticky: Annotated[bool, typer.Option("--sticky", help="Sticky actions (repeat probability 0.25).")] = False,
-    n_envs: Annotated[int, typer.Option("--n-envs", min=1, help="Episodes played side by side.")] = 1,
+    n_envs: Annotated[
+        int, typer.Option("--n-envs", min=0, help="Games played side by side (0: one per episode, up to 8).")
+    ] = 0,
+    vec_env: VecEnvOption = VecEnvChoice.ale,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     repo: RepoOption = None,
     revision: RevisionOption = None,
@@ -214,7 +220,7 @@ def eval_command(
 
     request = EvalRequest(
         query=_query(env, exp_id, run, model, best, log_dir, repo, revision, endpoint), episodes=episodes, seed=seed,
-        epsilon=0.0 if deterministic else epsilon, sticky=sticky, n_envs=n_envs, trust=trust,
+        epsilon=0.0 if deterministic else epsilon, sticky=sticky, n_envs=n_envs, vec_env=vec_env.value, trust=trust,
     )  # fmt: skip
     result = evaluate(request, _say)
     if as_json:
@@ -287,6 +293,7 @@ def tune(
     log_dir: LogDirOption = Path("logs"),
     device: Annotated[str, typer.Option(help="torch device for the trials.")] = "auto",
     heartbeat_interval: Annotated[int, typer.Option(min=1, help="Seconds between trial heartbeats.")] = 10,
+    vec_env: VecEnvOption = VecEnvChoice.ale,
 ) -> int:
     """Search hyperparameters with Optuna; writes best.yml for `dqn train -c`, trials.csv and plots."""
     from dqn_cli.report import tune_summary
@@ -299,7 +306,7 @@ def tune(
         env=env, config_file=config, overrides=tuple(overrides or ()), search_space=search_space, n_trials=n_trials,
         timeout=timeout, trial_timesteps=trial_timesteps, n_evaluations=n_evaluations, eval_episodes=eval_episodes,
         sampler=sampler, pruner=pruner, seed=seed, study_name=study_name, storage=storage, n_jobs=n_jobs,
-        log_dir=log_dir, device=device, heartbeat_interval=heartbeat_interval,
+        log_dir=log_dir, device=device, heartbeat_interval=heartbeat_interval, vec_env=vec_env.value,
     )  # fmt: skip
     result = run_tune(request, _say)
     tune_summary(result)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dqn_cli import __version__, checkpoint, envs, loading, scores
-from dqn_cli.play import Protocol, play
+from dqn_cli.play import Protocol, games_side_by_side, play
 from dqn_cli.selection import Agent, PlayRequest, select
 
 RESULT = "eval.json"
@@ -20,7 +20,8 @@ RESULT = "eval.json"
 class EvalRequest(PlayRequest):
     episodes: int = 10
     sticky: bool = False
-    n_envs: int = 1
+    n_envs: int = 0  # 0: one game per episode, up to 8
+    vec_env: str = "ale"
 
 
 def protocol_for(agent: Agent, episodes: int, epsilon: float, seed: int, n_envs: int, sticky: bool) -> Protocol:
@@ -48,10 +49,12 @@ def result_path(agent: Agent) -> Path:
 def evaluate(request: EvalRequest, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Play `request.episodes` full games and return (and save) the result with its protocol."""
     agent = select(request.query, say)
-    protocol = protocol_for(agent, request.episodes, request.epsilon, request.seed, request.n_envs, request.sticky)
+    n_envs = games_side_by_side(request.n_envs, request.episodes)
+    protocol = protocol_for(agent, request.episodes, request.epsilon, request.seed, n_envs, request.sticky)
     env = envs.make_vec_env(
-        agent.env, agent.hyperparams, seed=request.seed, n_envs=request.n_envs, evaluation=True, sticky=request.sticky
-    )
+        agent.env, agent.hyperparams, seed=request.seed, n_envs=n_envs, evaluation=True, sticky=request.sticky,
+        vec_env=request.vec_env,
+    )  # fmt: skip
     try:
         policy, info = loading.load_policy(agent.model_path, env, trust=request.trust)
         started = time.monotonic()

@@ -62,6 +62,14 @@ class Episodes:
         return float(np.std(self.returns))
 
 
+MAX_SIDE_BY_SIDE = 8
+
+
+def games_side_by_side(requested: int, episodes: int) -> int:
+    """`requested`, or (0) one game per episode up to 8: more games than episodes would only play unused games."""
+    return requested or min(episodes, MAX_SIDE_BY_SIDE)
+
+
 def play(
     model: Predictor,
     env: VecEnv,

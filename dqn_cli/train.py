@@ -211,6 +211,7 @@ def _learn(
 
     from dqn_cli.agent import StopRequest
     from dqn_cli.callbacks import CheckpointCallback, EvalCallback, ProgressCallback
+    from dqn_cli.play import games_side_by_side
     from dqn_cli.progress import reporter
     from dqn_cli.signals import stop_on_signals
 
@@ -219,7 +220,7 @@ def _learn(
     model.stop_request = stop
     evaluation = None
     if run.eval_freq > 0:
-        n_eval = run.eval_envs or min(run.eval_episodes, 8)
+        n_eval = games_side_by_side(run.eval_envs, run.eval_episodes)
         eval_env = envs.make_vec_env(
             info, resolved.hyperparams, seed=run.seed, n_envs=n_eval, evaluation=True, vec_env=run.vec_env
         )

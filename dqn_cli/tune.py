@@ -50,6 +50,7 @@ class TuneRequest:
     log_dir: Path = Path("logs")
     device: str = "cpu"
     heartbeat_interval: int = 10
+    vec_env: str = "ale"
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class TuneSpec:
     timeout: float | None
     threads: int = 1
     source: str = ""
+    vec_env: str = "ale"
 
 
 @dataclass
@@ -152,6 +154,7 @@ def prepare(request: TuneRequest) -> TuneSpec:
         device=request.device, storage_url=storage, study_name=study_name, study_dir=study_dir,
         sampler=request.sampler, pruner=request.pruner, heartbeat_interval=request.heartbeat_interval,
         timeout=request.timeout, threads=max(1, (os.cpu_count() or 1) // request.n_jobs), source=str(space_file),
+        vec_env=request.vec_env,
     )  # fmt: skip
 
 
@@ -285,6 +288,7 @@ def run_trial(trial: Any, spec: TuneSpec, worker_id: str) -> float:
     import optuna
 
     from dqn_cli import agent
+    from dqn_cli.play import games_side_by_side
 
     trial.set_user_attr("worker", worker_id)
     values = {dim.key: dim.suggest(trial) for dim in spec.dims}
@@ -292,8 +296,11 @@ def run_trial(trial: Any, spec: TuneSpec, worker_id: str) -> float:
     hp = validate(raw, f"trial {trial.number}")
     info = envs.resolve(spec.env_id)
     seed = spec.seed + trial.number
-    env = envs.make_vec_env(info, hp, seed=seed, n_envs=hp.n_envs)
-    eval_env = envs.make_vec_env(info, hp, seed=spec.seed, n_envs=1, evaluation=True)
+    env = envs.make_vec_env(info, hp, seed=seed, n_envs=hp.n_envs, vec_env=spec.vec_env)
+    eval_env = envs.make_vec_env(
+        info, hp, seed=spec.seed, n_envs=games_side_by_side(0, spec.eval_episodes), evaluation=True,
+        vec_env=spec.vec_env,
+    )  # fmt: skip
     try:
         model = agent.build(hp, env, seed=seed, device=spec.device, tensorboard_log=None)
         model.stop_request = agent.StopRequest()

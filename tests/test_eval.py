@@ -14,6 +14,7 @@ import pytest
 from stable_baselines3 import DQN
 
 from dqn_cli import envs, hyperparams, loading
+from dqn_cli.ale_vec import AleVecEnv
 from dqn_cli.record import decode
 
 import agents
@@ -49,7 +50,7 @@ def test_eval_json_schema_protocol_and_arithmetic(dqn, here: Path) -> None:
     assert human["mean"] == pytest.approx((returns.mean() - 148.0) / (1668.7 - 148.0))
     assert "dqn_zoo" in human["source"]
     assert result["protocol"] == {
-        "episodes": 3, "epsilon": 0.01, "seed": 5, "n_envs": 1, "full_games": True, "clipped_rewards": False,
+        "episodes": 3, "epsilon": 0.01, "seed": 5, "n_envs": 3, "full_games": True, "clipped_rewards": False,
         "noop_max": 30, "max_frames_per_episode": 108_000, "sticky_actions": 0.0, "frame_skip": 4,
     }  # fmt: skip
     assert result["loaded"].startswith("safe") and result["num_timesteps"] == 600
@@ -67,6 +68,28 @@ def test_protocol_options(dqn, here: Path) -> None:
     result = eval_json(dqn, "--run", str(RUN), "--episodes", "2", "--deterministic", "--sticky", "--n-envs", "2")
     assert result["protocol"]["epsilon"] == 0.0 and result["protocol"]["sticky_actions"] == 0.25
     assert result["protocol"]["n_envs"] == 2 and result["episodes"] == 2
+
+
+def test_vec_env_chooses_ale_or_sb3_and_both_play_the_protocol(
+    dqn, here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    native = []
+    real = envs.make_vec_env
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        venv = real(*args, **kwargs)
+        native.append(isinstance(venv, AleVecEnv))
+        return venv
+
+    monkeypatch.setattr(envs, "make_vec_env", spy)
+    sb3 = eval_json(dqn, "--run", str(RUN), "--episodes", "2", "--vec-env", "sb3", "--n-envs", "1")
+    ale = eval_json(dqn, "--run", str(RUN), "--episodes", "2")
+    assert native == [False, True]
+    assert sb3["protocol"]["n_envs"] == 1 and ale["protocol"]["n_envs"] == 2, "default: one game per episode"
+    for result in (sb3, ale):
+        assert len(result["returns"]) == 2 and min(result["lengths"]) > 200 and result["returns"][0] % 5 == 0
+    bad = dqn("eval", "--run", str(RUN), "--vec-env", "gym")
+    assert bad.code == 2 and "gym" in bad.err
 
 
 def test_agent_selection_errors(dqn, here: Path) -> None:

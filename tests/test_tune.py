@@ -197,3 +197,22 @@ def test_ctrl_c_prints_a_summary_and_exits_130(
     assert result.code == 130
     assert "interrupted" in result.out and "1 complete" in result.out
     assert (workdir / STUDY_DIR / "stop" / "best.yml").is_file()
+
+
+def test_trials_use_the_chosen_env_path_and_play_evaluations_side_by_side(
+    dqn, space: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[dict] = []
+
+    def make_vec_env(info, hp, **kwargs):  # type: ignore[no-untyped-def]
+        made.append(kwargs)
+        if len(made) == 2:
+            raise RuntimeError("enough: both envs of the trial were asked for")
+
+    monkeypatch.setattr(tune.envs, "make_vec_env", make_vec_env)
+    result = dqn("tune", *TINY, "--n-trials", "1", "--search-space", str(space), "--vec-env", "sb3")
+    assert result.code == 0, result.err
+    train, evaluation = made
+    assert train["vec_env"] == evaluation["vec_env"] == "sb3"
+    assert evaluation["evaluation"] and evaluation["n_envs"] == 2, "one game per evaluation episode"
+    assert dqn("tune", *TINY, "--vec-env", "gym").code == 2
