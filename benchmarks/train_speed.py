@@ -153,7 +153,7 @@ def buffer_bytes() -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="SpaceInvaders")
-    parser.add_argument("--warmup-steps", type=int, default=10_000)
+    parser.add_argument("--warmup-steps", type=int, default=20_000, help="more steps, less start-up noise")
     parser.add_argument("--train-steps", type=int, default=4_000, help="env steps with gradient steps (1 per 4)")
     parser.add_argument("--eval-episodes", type=int, default=4)
     parser.add_argument("--buffer-size", type=int, default=20_000)
