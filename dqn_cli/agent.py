@@ -53,6 +53,12 @@ class DQNAgent(DQN):
         super().set_parameters(*args, **kwargs)
         fast_memory_format(self.policy)  # a loaded optimizer state keeps the layout it was saved in
 
+    def get_parameters(self) -> dict[str, dict]:
+        """The state dicts `save` writes, every tensor in the standard layout whatever layout training uses: a
+        loader that builds its network in the standard layout (plain SB3, a GPU) and Adam's fused kernel would
+        otherwise pair the saved moments with the wrong weights."""
+        return {name: standard_layout(state) for name, state in super().get_parameters().items()}
+
     def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
         """SB3's loader insists on a `ReplayBuffer` subclass; dqn's compact buffers are `BaseBuffer`s."""
         from stable_baselines3.common.buffers import ReplayBuffer
@@ -144,6 +150,17 @@ def fast_memory_format(policy: Any) -> None:
         for key, value in state.items():
             if isinstance(value, th.Tensor) and value.dim() == 4 and value.shape == param.shape:
                 state[key] = value.contiguous(memory_format=th.channels_last)
+
+
+def standard_layout(value: Any) -> Any:
+    """`value` (a state dict, nested dicts and lists of tensors) with every tensor contiguous."""
+    if isinstance(value, th.Tensor):
+        return value.contiguous()
+    if isinstance(value, dict):
+        return {key: standard_layout(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [standard_layout(item) for item in value]
+    return value
 
 
 def td_targets(

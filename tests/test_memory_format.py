@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import torch as th
+from stable_baselines3 import DQN
 from torch.nn import functional as F
 
 from dqn_cli import agent, envs, hyperparams
@@ -88,3 +89,27 @@ def test_a_standard_layout_checkpoint_resumes_with_the_same_adam_update(tmp_path
         gradient_step(each, seed=5)
     for a, b in zip(loaded[0].policy.parameters(), loaded[1].policy.parameters(), strict=True):
         assert th.equal(a, b)
+
+
+def test_saved_zips_are_in_the_standard_layout_for_any_loader(tmp_path: Path) -> None:
+    """Plain SB3 builds its network in the standard layout and Adam's fused kernel from the zip's optimizer_kwargs:
+    continuing training there takes the same step as dqn does."""
+    model = atari_agent()
+    model.learn(80)
+    path = tmp_path / "model.zip"
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        for member in ("policy.pth", "policy.optimizer.pth"):
+            with archive.open(member) as handle:
+                state = th.load(handle, weights_only=True)
+            tensors = [*state.values()] if member == "policy.pth" else [
+                v for moments in state["state"].values() for v in moments.values()
+            ]  # fmt: skip
+            assert all(t.is_contiguous() for t in tensors), member
+    plain = DQN.load(path, device="cpu", buffer_size=1)
+    assert plain.policy.optimizer.defaults["fused"], "the zip asks for the fused kernel"
+    ours = DQNAgent.load(path, device="cpu", buffer_size=1)
+    for each in (plain, ours):
+        gradient_step(each, seed=9)
+    for a, b in zip(plain.policy.parameters(), ours.policy.parameters(), strict=True):
+        assert th.allclose(a, b, rtol=0, atol=1e-6)
