@@ -135,7 +135,8 @@ class DQNAgent(DQN):
 def fast_memory_format(policy: Any) -> None:
     """Convolution weights channels-last on CPU, where oneDNN's kernels for that layout are faster: a Nature-CNN
     gradient step (batch 32, 2 threads) fell from ~25-30 ms to ~21-23 ms here, most of it convolution backward
-    (10.4 -> 5.8 ms). The same arithmetic in another memory order; only 4-D tensors change.
+    (10.4 -> 5.8 ms). The same computation in another memory order (sums may round differently); only 4-D tensors
+    change.
 
     The optimizer's state is given each parameter's layout too: Adam's fused kernel walks a parameter and its
     moments as flat memory, so moments left in the old layout would be paired with the wrong weights.
