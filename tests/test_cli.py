@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -109,3 +110,11 @@ def test_bad_device_is_a_usage_error(dqn, workdir, command: str) -> None:
 def test_resume_refuses_new_configuration(dqn) -> None:
     result = dqn("train", "--resume", "logs/dqn/CartPole-v1_1", "--env", "Pong", "--set", "gamma=0.9")
     assert result.code == 2 and "drop --env, --set" in result.err
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "3000"), ("7", "7")])
+def test_cli_sets_a_short_openmp_spin_before_torch_loads_unless_the_user_did(given: str | None, expected: str) -> None:
+    code = "import os, sys, runpy; sys.argv=['dqn','--help']\ntry: runpy.run_module('dqn_cli', run_name='__main__')\nexcept SystemExit: pass\nprint(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | ({"GOMP_SPINCOUNT": given} if given else {})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip().endswith(f"{expected} False"), "set before torch (and libgomp) is loaded"
