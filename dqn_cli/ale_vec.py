@@ -266,6 +266,7 @@ class AleVecEnv(VecEnv):
         super().__init__(n_envs, observation_space, spaces.Discrete(self.games[0].n_actions))
         self.stacked = np.zeros((n_envs, stack, size, size), dtype=np.uint8)
         self.actions = np.zeros(n_envs, dtype=np.int64)
+        self.paused = np.zeros(n_envs, dtype=bool)
 
     @property
     def monitors(self) -> list[Monitor]:
@@ -283,6 +284,7 @@ class AleVecEnv(VecEnv):
             if self._seeds[i] is not None:
                 game.seed = self._seeds[i]
             game.was_real_done = True
+        self.paused[:] = False
         self.stacked[:] = 0
         self.stacked[:, -1] = self._reset_games()
         self._reset_seeds()
@@ -299,39 +301,48 @@ class AleVecEnv(VecEnv):
         with ThreadPoolExecutor(max_workers=len(self.games)) as pool:
             return list(pool.map(Game.reset, self.games))
 
+    def pause(self, paused: np.ndarray) -> None:
+        """Leave these games as they are (not stepped: same observation, no reward, not done) until they are unpaused
+        or the env is reset. An evaluation stops playing a game once it has all the episodes it needs from it."""
+        self.paused = np.asarray(paused, dtype=bool).reshape(self.num_envs).copy()
+
     def step_async(self, actions: np.ndarray) -> None:
         self.actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
-        for game, action in zip(self.games, self.actions, strict=True):
-            game.send(int(action))
+        for i in map(int, np.flatnonzero(~self.paused)):
+            self.games[i].send(int(self.actions[i]))
 
     def step_wait(self) -> VecEnvStepReturn:
-        clip = self.settings.clip_reward
+        live = np.flatnonzero(~self.paused)
         rewards = np.zeros(self.num_envs, dtype=np.float32)
         dones = np.zeros(self.num_envs, dtype=bool)
-        frames: list[np.ndarray] = []
-        infos: list[dict[str, Any]] = []
-        for i, game in enumerate(self.games):
-            step = game.recv()
-            frame, reward, terminated, truncated = game.finish_step(step)
-            rewards[i] = np.sign(reward) if clip else reward
-            dones[i] = terminated or truncated
-            info: dict[str, Any] = {
-                "lives": step.lives,
-                "episode_frame_number": step.episode_frame_number,
-                "frame_number": step.frame_number,
-                "TimeLimit.truncated": truncated and not terminated,
-            }
-            if game.last_episode is not None:
-                info["episode"] = game.last_episode
-            frames.append(game.warp(frame))
-            infos.append(info)
-        self.stacked = np.roll(self.stacked, -1, axis=1)
-        for i in map(int, np.flatnonzero(dones)):
-            infos[i]["terminal_observation"] = np.concatenate((self.stacked[i, :-1], frames[i][None]))
-            self.stacked[i] = 0
-            frames[i] = self.games[i].reset()
-        self.stacked[:, -1] = np.stack(frames)
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        frames = {int(i): self._step_game(int(i), rewards, dones, infos) for i in live}
+        stacks = np.roll(self.stacked[live], -1, axis=1)
+        for row, i in enumerate(map(int, live)):
+            if dones[i]:
+                infos[i]["terminal_observation"] = np.concatenate((stacks[row, :-1], frames[i][None]))
+                stacks[row] = 0
+                frames[i] = self.games[i].reset()
+            stacks[row, -1] = frames[i]
+        self.stacked[live] = stacks
         return self.stacked.copy(), rewards, dones, infos
+
+    def _step_game(self, i: int, rewards: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:
+        """Receive game i's step: its reward, done and info go into the vector step's arrays; returns its frame."""
+        game = self.games[i]
+        step = game.recv()
+        frame, reward, terminated, truncated = game.finish_step(step)
+        rewards[i] = np.sign(reward) if self.settings.clip_reward else reward
+        dones[i] = terminated or truncated
+        infos[i] = {
+            "lives": step.lives,
+            "episode_frame_number": step.episode_frame_number,
+            "frame_number": step.frame_number,
+            "TimeLimit.truncated": truncated and not terminated,
+        }
+        if game.last_episode is not None:
+            infos[i]["episode"] = game.last_episode
+        return game.warp(frame)
 
     def close(self) -> None:
         for game in self.games:

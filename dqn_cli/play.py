@@ -83,7 +83,9 @@ def play(
     """Play `episodes` episodes, ε-greedy on the model's greedy action, from a fixed seed.
 
     Episodes are spread evenly over the env's copies (as SB3's `evaluate_policy` does), so that short episodes
-    from one copy do not crowd out the others. The same model, env and seed give the same result.
+    from one copy do not crowd out the others. The same model, env and seed give the same result. A copy that has
+    played its share is left out of the forward pass and, where the env can pause it (dqn's native Atari env), no
+    longer stepped: the last games of an evaluation do not carry idle ones.
     """
     n_envs = env.num_envs
     targets = np.array([(episodes + i) // n_envs for i in range(n_envs)])
@@ -95,10 +97,14 @@ def play(
     rng = np.random.default_rng(seed)
     env.seed(seed)
     obs = env.reset()
-    while (counts < targets).any():
+    pause = getattr(env.unwrapped, "pause", None)
+    while (active := counts < targets).any():
         if stop is not None and stop.requested:
             raise EvaluationAborted
-        actions, _ = model.predict(obs, deterministic=True)
+        if pause is not None:
+            pause(~active)
+        actions = np.zeros(n_envs, dtype=np.int64)
+        actions[active] = model.predict(np.asarray(obs)[active], deterministic=True)[0]
         explore = rng.random(n_envs) < epsilon
         if explore.any():
             actions = np.where(explore, rng.integers(env.action_space.n, size=n_envs), actions)  # type: ignore[attr-defined]
@@ -106,7 +112,7 @@ def play(
         running += rewards
         steps += 1
         for i in np.flatnonzero(dones):
-            if counts[i] < targets[i]:
+            if active[i]:
                 episode = infos[i].get("episode")  # Monitor's record: the true game score
                 returns.append(float(episode["r"]) if episode else float(running[i]))
                 lengths.append(int(steps[i]))  # agent steps (Monitor's count is in emulator frames on Atari)

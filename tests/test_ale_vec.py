@@ -147,3 +147,26 @@ def test_train_says_when_a_configuration_needs_sb3s_wrappers(dqn) -> None:
     assert "Atari on SB3's wrappers, not ALE's native threads: ALE/Pong-v5 skips frames in the env" in v5.err
     native = dqn("train", "--env", "Pong", *args)
     assert native.code == 0 and "SB3's wrappers" not in native.err
+
+
+def test_a_paused_game_stands_still_and_resumes_where_it_stopped() -> None:
+    settings = AtariSettings(game="breakout", env_id="BreakoutNoFrameskip-v4", terminal_on_life_loss=False)
+    paused, reference = AleVecEnv(settings, 2), AleVecEnv(settings, 2)
+    for venv in (paused, reference):
+        venv.seed(5)
+    start, same_start = paused.reset(), reference.reset()
+    assert np.array_equal(start, same_start)
+    paused.pause(np.array([False, True]))
+    for t in range(20):
+        obs, rewards, dones, infos = paused.step(np.array([t % 4, 3]))
+        assert np.array_equal(obs[1], start[1]) and rewards[1] == 0 and not dones[1] and infos[1] == {}
+    assert not np.array_equal(obs[0], start[0]), "the other game plays on"
+    paused.pause(np.array([False, False]))
+    resumed, _, _, resumed_infos = paused.step(np.array([0, 2]))
+    expected, _, _, expected_infos = reference.step(np.array([0, 2]))
+    assert np.array_equal(resumed[1], expected[1]) and resumed_infos[1] == expected_infos[1]
+    paused.pause(np.array([True, True]))
+    paused.reset()
+    assert not paused.paused.any(), "a reset unpauses every game"
+    for venv in (paused, reference):
+        venv.close()
