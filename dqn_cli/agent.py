@@ -83,10 +83,11 @@ class DQNAgent(DQN):
         for _ in range(gradient_steps):
             batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             discounts = batch.discounts if batch.discounts is not None else self.gamma
+            observations, next_observations = conv_layout(batch.observations), conv_layout(batch.next_observations)
             with th.no_grad():
-                targets = td_targets(self.q_net, self.q_net_target, batch.next_observations, batch.rewards,
+                targets = td_targets(self.q_net, self.q_net_target, next_observations, batch.rewards,
                                      batch.dones, discounts, double_q=self.double_q)  # fmt: skip
-            current = th.gather(self.q_net(batch.observations), dim=1, index=batch.actions.long())
+            current = th.gather(self.q_net(observations), dim=1, index=batch.actions.long())
             elementwise = F.smooth_l1_loss(current, targets, reduction="none")
             weights = getattr(batch, "weights", None)
             loss = (elementwise * weights).mean() if weights is not None else elementwise.mean()
@@ -151,6 +152,19 @@ def fast_memory_format(policy: Any) -> None:
         for key, value in state.items():
             if isinstance(value, th.Tensor) and value.dim() == 4 and value.shape == param.shape:
                 state[key] = value.contiguous(memory_format=th.channels_last)
+
+
+def conv_layout(observations: th.Tensor) -> th.Tensor:
+    """A batch of images channels-last on CPU, the layout `fast_memory_format` gives the convolutions' weights.
+
+    The convolution would otherwise copy its float input into that layout (and again for its backward pass);
+    reordering the uint8 batch first moves a quarter of the bytes, and the same values reach the same kernels
+    (a gradient step is bit for bit the same). Measured here with the two alternating inside one `dqn train` run:
+    0.7-1.0 ms of each ~26 ms gradient step.
+    """
+    if observations.dim() == 4 and observations.device.type == "cpu":
+        return observations.contiguous(memory_format=th.channels_last)
+    return observations
 
 
 def standard_layout(value: Any) -> Any:

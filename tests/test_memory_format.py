@@ -6,6 +6,7 @@ import copy
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch as th
 from stable_baselines3 import DQN
 from torch.nn import functional as F
@@ -113,3 +114,31 @@ def test_saved_zips_are_in_the_standard_layout_for_any_loader(tmp_path: Path) ->
         gradient_step(each, seed=9)
     for a, b in zip(plain.policy.parameters(), ours.policy.parameters(), strict=True):
         assert th.allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_batches_reach_the_convolutions_channels_last_and_train_bit_for_bit_the_same(monkeypatch) -> None:
+    model = atari_agent()
+    model.learn(80)
+    start = (copy.deepcopy(model.policy.state_dict()), copy.deepcopy(model.policy.optimizer.state_dict()))
+    layouts: list[bool] = []
+    first_conv = next(m for m in model.q_net.modules() if isinstance(m, th.nn.Conv2d))
+    first_conv.register_forward_pre_hook(
+        lambda _, args: layouts.append(args[0].is_contiguous(memory_format=th.channels_last))
+    )
+
+    def train_from_start(seed: int) -> list[th.Tensor]:
+        model.policy.load_state_dict(start[0])
+        model.policy.optimizer.load_state_dict(copy.deepcopy(start[1]))  # loading keeps the tensors it is given
+        np.random.seed(seed)  # the batches the buffer samples
+        model.train(gradient_steps=3, batch_size=16)
+        return [p.detach().clone() for p in model.q_net.parameters()]
+
+    reordered = train_from_start(7)
+    assert layouts and all(layouts)
+    with monkeypatch.context() as plain:
+        plain.setattr(agent, "conv_layout", lambda observations: observations)
+        layouts.clear()
+        as_sampled = train_from_start(7)
+        assert not any(layouts), "the sampled batch itself is in the standard layout"
+    assert all(th.equal(a, b) for a, b in zip(reordered, as_sampled, strict=True))
+    assert not all(th.equal(a, b) for a, b in zip(reordered, train_from_start(8), strict=True)), "other batches"
