@@ -9,7 +9,8 @@ compete for cores). Start-up costs cancel out by differencing runs that differ o
                = K / (time of a (W + K)-step run with learning_starts = W - time of the W-step run)
     evaluation (full games, the eval env of each tool)
                = agent steps played in it (from evaluations.npz)
-                 / (time of the W-step run with one evaluation at the end - time of the W-step run)
+                 / seconds spent playing them, timed inside the run around each tool's evaluation function
+                   (dqn's `play`, SB3's `evaluate_policy` for rl_zoo3: benchmarks/eval_timer.py)
 
 and prints steps/s for each tool, the ratio dqn / rl_zoo3, each run's peak memory (max RSS), and the replay
 buffers' bytes per transition. Differences of whole runs are noisy (±10% between repetitions here), so each figure
@@ -51,6 +52,19 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
         raise SystemExit(f"benchmark run failed: {' '.join(cmd)}\n{done.stderr}")
     seconds, peak = json.loads(done.stdout)
     return seconds, peak
+
+
+EVAL_FUNCTION = {
+    "dqn_cli": "dqn_cli.callbacks:play",
+    "rl_zoo3.train": "stable_baselines3.common.callbacks:evaluate_policy",
+}
+
+
+def eval_timed(cmd: list[str], out: Path) -> list[str]:
+    """`cmd` (`python -m MODULE ...`) run under benchmarks/eval_timer.py, which writes its evaluations' seconds."""
+    module = cmd[2]
+    timer = Path(__file__).with_name("eval_timer.py")
+    return [cmd[0], str(timer), str(out), EVAL_FUNCTION[module], "-m", module, *cmd[3:]]
 
 
 def dqn_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int, n_envs: int = 1) -> list[str]:
@@ -113,13 +127,15 @@ def measure(tool: str, args: argparse.Namespace) -> dict[str, float]:
         short, peak_short = timed(make(args.env, s, w + k, buffer, 0, n), cwd)
         warm, peak_warm = timed(make(args.env, w, w + k, buffer, 0, n), cwd)
         train, peak_train = timed(make(args.env, w + k, w, buffer, 0, n), cwd)
-        evaluated, peak_eval = timed(make(args.env, w, w + k, buffer, args.eval_episodes, n), cwd)
+        eval_seconds = cwd / "eval_seconds.json"
+        _, peak_eval = timed(eval_timed(make(args.env, w, w + k, buffer, args.eval_episodes, n), eval_seconds), cwd)
+        playing = sum(json.loads(eval_seconds.read_text()))
         eval_steps = evaluation_steps(cwd, frames_per_step=4 if tool == "rl_zoo3" else 1)
     return {
         "warmup_steps_per_s": (w - s) / max(warm - short, 1e-9),
         "train_steps_per_s": k / max(train - warm, 1e-9),
-        "eval_steps_per_s": eval_steps / max(evaluated - warm, 1e-9),
-        "eval_seconds_per_episode": max(evaluated - warm, 1e-9) / args.eval_episodes,
+        "eval_steps_per_s": eval_steps / max(playing, 1e-9),
+        "eval_seconds_per_episode": playing / args.eval_episodes,
         "peak_rss_mb": max(peak_short, peak_warm, peak_train, peak_eval),
     }
 
