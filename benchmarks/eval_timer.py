@@ -21,6 +21,10 @@ def main() -> None:
     out, target, flag, module, *args = sys.argv[1:]
     if flag != "-m":
         raise SystemExit("usage: eval_timer.py OUT.json MODULE:FUNCTION -m RUN_MODULE ARGS...")
+    if module == "dqn_cli":  # what dqn's `main` sets before torch loads; importing the timed function loads it
+        from dqn_cli.threads import configure_openmp
+
+        configure_openmp()
     where, name = target.split(":")
     owner = importlib.import_module(where)
     timed = getattr(owner, name)
