@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 
@@ -46,6 +47,8 @@ def assert_same(reference, compact, rows: np.ndarray, seed: int) -> None:
         assert (a is None) == (b is None), name
         if a is not None:
             assert a.shape == b.shape and bool((a == b).all()), f"{name} differs"
+    for stacks in (got.observations, got.next_observations):  # the layout the CPU convolutions take
+        assert stacks.is_contiguous(memory_format=th.channels_last)
 
 
 OBS = spaces.Box(0, 255, (4, 84, 84), np.uint8)

@@ -135,10 +135,19 @@ def test_batches_reach_the_convolutions_channels_last_and_train_bit_for_bit_the_
 
     reordered = train_from_start(7)
     assert layouts and all(layouts)
+    sample = model.replay_buffer.sample
+
+    def standard_sample(*args, **kwargs):  # the batch SB3's buffer would hand over: same values, standard layout
+        batch = sample(*args, **kwargs)
+        return batch._replace(
+            observations=batch.observations.contiguous(), next_observations=batch.next_observations.contiguous()
+        )
+
     with monkeypatch.context() as plain:
         plain.setattr(agent, "conv_layout", lambda observations: observations)
+        plain.setattr(model.replay_buffer, "sample", standard_sample)
         layouts.clear()
         as_sampled = train_from_start(7)
-        assert not any(layouts), "the sampled batch itself is in the standard layout"
+        assert not any(layouts), "the convolutions get standard-layout input"
     assert all(th.equal(a, b) for a, b in zip(reordered, as_sampled, strict=True))
     assert not all(th.equal(a, b) for a, b in zip(reordered, train_from_start(8), strict=True)), "other batches"

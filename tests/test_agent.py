@@ -1,0 +1,43 @@
+"""Pieces of dqn's gradient step that must be SB3's step exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch as th
+
+from dqn_cli.agent import clip_grad_norm
+
+
+def grads_of(scale: float, seed: int = 0) -> list[th.nn.Parameter]:
+    generator = th.Generator().manual_seed(seed)
+    params = [th.nn.Parameter(th.zeros(shape)) for shape in [(32, 4, 8, 8), (32,), (512, 3136), (6, 512)]]
+    for p in params:
+        p.grad = th.randn(p.shape, generator=generator) * scale
+    params.append(th.nn.Parameter(th.zeros(3)))  # no gradient: skipped by both
+    return params
+
+
+@pytest.mark.parametrize("scale", [1e-5, 1e-3, 1.0, float("nan")])
+def test_clipping_is_torchs_bit_for_bit(scale: float) -> None:
+    """Norms far under, just over (1e-3: ~1.3) and over max_norm 1.0, and a gradient that is not a number."""
+    ours, torchs = grads_of(scale), grads_of(scale)
+    if scale != scale:
+        ours[1].grad[0] = torchs[1].grad[0] = float("nan")
+        scale = 1.0
+    total = clip_grad_norm(ours, max_norm=1.0)
+    expected = th.nn.utils.clip_grad_norm_(torchs, max_norm=1.0)
+    assert th.equal(total, expected) or (total.isnan() and expected.isnan())
+    for a, b in zip(ours, torchs, strict=True):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            assert th.equal(a.grad.nan_to_num(7.0), b.grad.nan_to_num(7.0))
+
+
+def test_clipping_rescales_only_over_max_norm() -> None:
+    small, large = grads_of(1e-5), grads_of(1.0)
+    before = [p.grad.clone() for p in small if p.grad is not None]
+    clip_grad_norm(small, max_norm=1.0)
+    assert all(th.equal(a, p.grad) for a, p in zip(before, small, strict=False))
+    clip_grad_norm(large, max_norm=1.0)
+    norm = th.linalg.vector_norm(th.cat([p.grad.flatten() for p in large if p.grad is not None]))
+    assert abs(float(norm) - 1.0) < 1e-4
