@@ -166,6 +166,13 @@ def buffer_bytes() -> dict[str, float]:
     return {"sb3": sb3_bytes / n, "dqn": CompactReplayBuffer(n, obs, actions, device="cpu").nbytes / n}
 
 
+def print_round_ratios(rounds: dict[str, list[dict[str, float]]], rows: list[tuple[str, str, bool]]) -> None:
+    """Each round's dqn / rl_zoo3 ratio: how far this machine's drift moves the figures between rounds."""
+    for label, key, _ in rows:
+        ratios = [ours[key] / zoo[key] for zoo, ours in zip(rounds["rl_zoo3"], rounds["dqn"], strict=True)]
+        print(f"{label + ' by round':40}" + " ".join(f"{r:.2f}x" for r in ratios))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="SpaceInvaders")
@@ -211,12 +218,19 @@ def main() -> None:
         zoo, ours = figures["rl_zoo3"][key], figures["dqn"][key]
         ratio = ours / zoo if higher_is_better else zoo / ours
         print(f"{label:22}{zoo:12.1f}{ours:12.1f}{ratio:17.2f}x")
+    print_round_ratios(rounds, rows[:3])
     per = buffer_bytes()
     print(f"{'replay bytes/transition':22}{per['sb3']:12,.0f}{per['dqn']:12,.0f}{per['sb3'] / per['dqn']:17.2f}x")
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"figures": figures, "buffer_bytes": per, "args": vars(args) | {"json": str(args.json)}}, indent=2
+                {
+                    "figures": figures,
+                    "rounds": rounds,
+                    "buffer_bytes": per,
+                    "args": vars(args) | {"json": str(args.json)},
+                },
+                indent=2,
             )
         )
 
