@@ -1,20 +1,21 @@
 """Benchmark: `dqn train` against `python -m rl_zoo3.train`, same game, hyperparameters and step budget.
 
 Every figure comes from whole-process runs on this machine, one tool at a time (never side by side, so they do not
-compete for cores). Start-up costs cancel out by differencing runs that differ only in the phase measured:
+compete for cores). Each round runs each tool once for W + K env steps with learning_starts = W and one evaluation at
+the end, under benchmarks/phase_timer.py, which times the phases from the inside:
 
     warm-up    (learning_starts not reached: env steps, random actions, replay-buffer adds)
-               = (W - S) / (time of a W-step run - time of an S-step run)
+               = env steps / seconds between the rollouts at W/10 and W steps
     training   (one gradient step every train_freq env steps, ε-greedy actions)
-               = K / (time of a (W + K)-step run with learning_starts = W - time of the W-step run)
+               = env steps / seconds between the rollouts at W and W + K steps (each rollout with its gradient steps)
     evaluation (full games, the eval env of each tool)
                = agent steps played in it (from evaluations.npz)
-                 / seconds spent playing them, timed inside the run around each tool's evaluation function
-                   (dqn's `play`, SB3's `evaluate_policy` for rl_zoo3: benchmarks/eval_timer.py)
+                 / seconds spent in the tool's evaluation function (dqn's `play`, SB3's `evaluate_policy`)
 
 and prints steps/s for each tool, the ratio dqn / rl_zoo3, each run's peak memory (max RSS), and the replay
-buffers' bytes per transition. Differences of whole runs are noisy (±10% between repetitions here), so each figure
-is the median of `--repeat` rounds, the tools alternating within each round so that drift hits both alike.
+buffers' bytes per transition. The machine's speed drifts (each round's ratio is printed), so each figure is the
+median of `--repeat` rounds, the tools alternating within each round so that drift hits both alike. Earlier versions
+differenced whole runs (a W-step run against a W + K-step one), which added start-up and shut-down noise to the drift.
 Both tools run the game's rl_zoo3 hyperparameters; dqn steps `--n-envs` games side by side (default 8) with the
 same replay ratio, so both take the same number of gradient steps for the same env steps.
 Usage: `python benchmarks/train_speed.py [--env SpaceInvaders] [--train-steps 4000] [--n-envs 8] [--repeat 3]`.
@@ -60,11 +61,18 @@ EVAL_FUNCTION = {
 }
 
 
-def eval_timed(cmd: list[str], out: Path) -> list[str]:
-    """`cmd` (`python -m MODULE ...`) run under benchmarks/eval_timer.py, which writes its evaluations' seconds."""
+def phase_timed(cmd: list[str], out: Path) -> list[str]:
+    """`cmd` (`python -m MODULE ...`) run under benchmarks/phase_timer.py, which writes its phases' timings."""
     module = cmd[2]
-    timer = Path(__file__).with_name("eval_timer.py")
+    timer = Path(__file__).with_name("phase_timer.py")
     return [cmd[0], str(timer), str(out), EVAL_FUNCTION[module], "-m", module, *cmd[3:]]
+
+
+def rate(rollouts: list[list[float]], low: int, high: int) -> float:
+    """Env steps per second between the first and the last rollout that starts within [low, high] steps."""
+    inside = [(t, steps) for t, steps in rollouts if low <= steps <= high]
+    (t0, s0), (t1, s1) = inside[0], inside[-1]
+    return (s1 - s0) / max(t1 - t0, 1e-9)
 
 
 def dqn_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int, n_envs: int = 1) -> list[str]:
@@ -121,22 +129,20 @@ def zoo_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int, 
 
 def measure(tool: str, args: argparse.Namespace) -> dict[str, float]:
     make, n = (dqn_cmd, args.n_envs) if tool == "dqn" else (zoo_cmd, 1)
-    w, s, k, buffer = args.warmup_steps, args.warmup_steps // 10, args.train_steps, args.buffer_size
+    w, k, buffer = args.warmup_steps, args.train_steps, args.buffer_size
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
-        short, peak_short = timed(make(args.env, s, w + k, buffer, 0, n), cwd)
-        warm, peak_warm = timed(make(args.env, w, w + k, buffer, 0, n), cwd)
-        train, peak_train = timed(make(args.env, w + k, w, buffer, 0, n), cwd)
-        eval_seconds = cwd / "eval_seconds.json"
-        _, peak_eval = timed(eval_timed(make(args.env, w, w + k, buffer, args.eval_episodes, n), eval_seconds), cwd)
-        playing = sum(json.loads(eval_seconds.read_text()))
+        phases = cwd / "phases.json"
+        _, peak = timed(phase_timed(make(args.env, w + k, w, buffer, args.eval_episodes, n), phases), cwd)
+        timings = json.loads(phases.read_text())
+        playing = sum(timings["evaluations"])
         eval_steps = evaluation_steps(cwd, frames_per_step=4 if tool == "rl_zoo3" else 1)
     return {
-        "warmup_steps_per_s": (w - s) / max(warm - short, 1e-9),
-        "train_steps_per_s": k / max(train - warm, 1e-9),
+        "warmup_steps_per_s": rate(timings["rollouts"], w // 10, w),
+        "train_steps_per_s": rate(timings["rollouts"], w, w + k),
         "eval_steps_per_s": eval_steps / max(playing, 1e-9),
         "eval_seconds_per_episode": playing / args.eval_episodes,
-        "peak_rss_mb": max(peak_short, peak_warm, peak_train, peak_eval),
+        "peak_rss_mb": peak,
     }
 
 
