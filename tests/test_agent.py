@@ -34,10 +34,15 @@ def test_clipping_is_torchs_bit_for_bit(scale: float) -> None:
 
 
 def test_clipping_rescales_only_over_max_norm() -> None:
+    """Under max_norm the gradients are not even written (torch multiplies them by 1.0 in place)."""
     small, large = grads_of(1e-5), grads_of(1.0)
-    before = [p.grad.clone() for p in small if p.grad is not None]
+    grads = [p.grad for p in small if p.grad is not None]
+    before, versions = [g.clone() for g in grads], [g._version for g in grads]
     clip_grad_norm(small, max_norm=1.0)
-    assert all(th.equal(a, p.grad) for a, p in zip(before, small, strict=False))
+    assert all(th.equal(a, g) for a, g in zip(before, grads, strict=True))
+    assert [g._version for g in grads] == versions, "no in-place pass over the gradients"
+    large_versions = [p.grad._version for p in large if p.grad is not None]
     clip_grad_norm(large, max_norm=1.0)
+    assert all(p.grad._version > v for p, v in zip(large, large_versions, strict=False))
     norm = th.linalg.vector_norm(th.cat([p.grad.flatten() for p in large if p.grad is not None]))
     assert abs(float(norm) - 1.0) < 1e-4
