@@ -17,6 +17,14 @@ import time
 from dqn_cli.threads import configure_openmp
 
 
+def positive(text: str) -> int:
+    """argparse type: a whole number of at least 1 (argparse turns the ValueError into a one-line usage error)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 def filled_agents(fill: int) -> dict[str, object]:
     from stable_baselines3 import DQN
 
@@ -27,18 +35,8 @@ def filled_agents(fill: int) -> dict[str, object]:
     hp, _ = hyperparams.resolve(info, None, settings)
     ours = agent.build(hp, envs.make_vec_env(info, hp, seed=0, n_envs=1), seed=0, device="cpu", tensorboard_log=None)
     sb3_env = envs.make_vec_env(info, hp, seed=0, n_envs=1, vec_env="sb3")
-    sb3 = DQN(
-        "CnnPolicy",
-        sb3_env,
-        learning_rate=hp.learning_rate,
-        buffer_size=fill * 2,
-        learning_starts=fill * 10,
-        batch_size=hp.batch_size,
-        gamma=hp.gamma,
-        max_grad_norm=hp.max_grad_norm,
-        seed=0,
-        device="cpu",
-    )
+    same = {key: getattr(hp, key) for key in agent.SB3_KEYS}  # the hyperparameters dqn hands to SB3 itself
+    sb3 = DQN("CnnPolicy", sb3_env, learning_rate=hp.learning_rate, seed=0, device="cpu", **same)
     for model in (sb3, ours):
         model.learn(fill)  # random actions only: learning_starts is not reached
     return {"SB3 (rl_zoo3)": sb3, "dqn": ours}
@@ -46,8 +44,8 @@ def filled_agents(fill: int) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=150, help="gradient steps timed for each agent")
-    parser.add_argument("--fill", type=int, default=2000, help="random env steps stored before timing")
+    parser.add_argument("--steps", type=positive, default=150, help="gradient steps timed for each agent")
+    parser.add_argument("--fill", type=positive, default=2000, help="random env steps stored before timing")
     args = parser.parse_args()
     configure_openmp()  # what `dqn` sets before torch loads; it applies to both agents here
 

@@ -71,6 +71,9 @@ def phase_timed(cmd: list[str], out: Path) -> list[str]:
 def rate(rollouts: list[list[float]], low: int, high: int) -> float:
     """Env steps per second between the first and the last rollout that starts within [low, high] steps."""
     inside = [(t, steps) for t, steps in rollouts if low <= steps <= high]
+    if len(inside) < 2:
+        raise SystemExit(f"benchmark: fewer than 2 rollouts between {low} and {high} steps; raise --warmup-steps or "
+                         "--train-steps to a few times --n-envs")  # fmt: skip
     (t0, s0), (t1, s1) = inside[0], inside[-1]
     return (s1 - s0) / max(t1 - t0, 1e-9)
 
