@@ -13,8 +13,10 @@ the end, under benchmarks/phase_timer.py, which times the phases from the inside
                  / seconds spent in the tool's evaluation function (dqn's `play`, SB3's `evaluate_policy`)
 
 and prints steps/s for each tool, the ratio dqn / rl_zoo3, each run's peak memory (max RSS), and the replay
-buffers' bytes per transition. The machine's speed drifts (each round's ratio is printed), so each figure is the
-median of `--repeat` rounds, the tools alternating within each round so that drift hits both alike. Earlier versions
+buffers' bytes per transition. Each round also runs benchmarks/emulator_ceiling.py (the game on ALE's C++ threads
+with no agent at all) and prints it as a multiple of rl_zoo3's warm-up: no tool's warm-up can beat that ratio here.
+The machine's speed drifts (each round's ratio is printed), so each figure is the median of `--repeat` rounds, the
+tools alternating within each round so that drift hits both alike. Earlier versions
 differenced whole runs (a W-step run against a W + K-step one), which added start-up and shut-down noise to the drift.
 Both tools run the game's rl_zoo3 hyperparameters; dqn steps `--n-envs` games side by side (default 8) with the
 same replay ratio, so both take the same number of gradient steps for the same env steps.
@@ -160,6 +162,28 @@ def evaluation_steps(cwd: Path, frames_per_step: int) -> float:
         return float(data["ep_lengths"][-1].sum()) / frames_per_step
 
 
+def emulator_alone(args: argparse.Namespace) -> float:
+    """benchmarks/emulator_ceiling.py in a fresh process: the game emulated on ALE's threads, nothing else."""
+    script = Path(__file__).with_name("emulator_ceiling.py")
+    cmd = [sys.executable, str(script), "--env", args.env, "--n-envs", str(args.n_envs)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"benchmark run failed: {' '.join(cmd)}\n{done.stderr}")
+    return float(json.loads(done.stdout)["steps_per_s"])
+
+
+def print_ceiling(rounds: dict[str, list[dict[str, float]]], emulator: list[float]) -> None:
+    """The emulator alone as a multiple of rl_zoo3's warm-up, by round: the most any tool's warm-up could reach."""
+    zoo = [r["warmup_steps_per_s"] for r in rounds["rl_zoo3"]]
+    ratios = [e / z for e, z in zip(emulator, zoo, strict=True)]
+    print(
+        f"{'emulator alone steps/s':22}{'':12}{float(sorted(emulator)[len(emulator) // 2]):12.1f}"
+        f"{float(sorted(ratios)[len(ratios) // 2]):17.2f}x  (ALE's C++ vector env, no agent: the ceiling of any "
+        "tool's warm-up here)"
+    )
+    print(f"{'emulator alone by round':40}" + " ".join(f"{r:.2f}x" for r in ratios))
+
+
 def buffer_bytes() -> dict[str, float]:
     import numpy as np
     from gymnasium import spaces
@@ -209,9 +233,11 @@ def main() -> None:
         f"rl_zoo3: 1 env (its Atari setting), dqn: n_envs={args.n_envs}"
     )
     rounds: dict[str, list[dict[str, float]]] = {"rl_zoo3": [], "dqn": []}
+    emulator: list[float] = []
     for _ in range(args.repeat):
         for tool in rounds:
             rounds[tool].append(measure(tool, args))
+        emulator.append(emulator_alone(args))
     figures = {
         tool: {key: float(np.median([r[key] for r in runs])) for key in runs[0]} for tool, runs in rounds.items()
     }
@@ -228,6 +254,7 @@ def main() -> None:
         ratio = ours / zoo if higher_is_better else zoo / ours
         print(f"{label:22}{zoo:12.1f}{ours:12.1f}{ratio:17.2f}x")
     print_round_ratios(rounds, rows[:3])
+    print_ceiling(rounds, emulator)
     per = buffer_bytes()
     print(f"{'replay bytes/transition':22}{per['sb3']:12,.0f}{per['dqn']:12,.0f}{per['sb3'] / per['dqn']:17.2f}x")
     if args.json:
@@ -236,6 +263,7 @@ def main() -> None:
                 {
                     "figures": figures,
                     "rounds": rounds,
+                    "emulator_alone_steps_per_s": emulator,
                     "buffer_bytes": per,
                     "args": vars(args) | {"json": str(args.json)},
                 },

@@ -11,6 +11,9 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.type_aliases import RolloutReturn
 from torch.nn import functional as F
 
+from dqn_cli.policies import greedy_actions
+from dqn_cli.threads import beside
+
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
 
@@ -44,6 +47,7 @@ class DQNAgent(DQN):
 
     stop_request: StopRequest | None = None
     double_q: bool = False  # saved in the zip's data as a plain flag
+    side_pass: bool = True  # target network's forward pass on a second thread (`threads.beside`); off for A/B runs
 
     def _setup_model(self) -> None:
         super()._setup_model()
@@ -84,10 +88,7 @@ class DQNAgent(DQN):
             batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             discounts = batch.discounts if batch.discounts is not None else self.gamma
             observations, next_observations = conv_layout(batch.observations), conv_layout(batch.next_observations)
-            with th.no_grad():
-                targets = td_targets(self.q_net, self.q_net_target, next_observations, batch.rewards,
-                                     batch.dones, discounts, double_q=self.double_q)  # fmt: skip
-            current = th.gather(self.q_net(observations), dim=1, index=batch.actions.long())
+            targets, current = self._forward_passes(batch, observations, next_observations, discounts)
             elementwise = F.smooth_l1_loss(current, targets, reduction="none")
             weights = getattr(batch, "weights", None)
             loss = (elementwise * weights).mean() if weights is not None else elementwise.mean()
@@ -102,6 +103,24 @@ class DQNAgent(DQN):
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/loss", float(np.mean(losses)))
+
+    def _forward_passes(
+        self, batch: Any, observations: th.Tensor, next_observations: th.Tensor, discounts: Any
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """(TD targets, Q(s, a)): the target network's pass on a second thread beside the online network's on CPU."""
+
+        def targets() -> th.Tensor:
+            return td_targets(self.q_net, self.q_net_target, next_observations, batch.rewards,
+                              batch.dones, discounts, double_q=self.double_q)  # fmt: skip
+
+        def current() -> th.Tensor:
+            return th.gather(self.q_net(observations), dim=1, index=batch.actions.long())
+
+        if not self.side_pass:
+            with th.no_grad():
+                target_values = targets()
+            return target_values, current()
+        return beside(targets, current, device=self.device)
 
     def _excluded_save_params(self) -> list[str]:
         # The buffer class is dqn's: leaving it out keeps the zip loadable by plain SB3 without dqn installed.
@@ -122,7 +141,11 @@ class DQNAgent(DQN):
         explore = np.random.rand(n) < self.exploration_rate
         if explore.all():
             return np.array([self.action_space.sample() for _ in range(n)]), state
-        actions, state = self.policy.predict(observation, state, episode_start, deterministic)
+        greedy = greedy_actions(self.policy, observation)
+        if greedy is not None:
+            actions = greedy
+        else:
+            actions, state = self.policy.predict(observation, state, episode_start, deterministic)
         if explore.any():
             actions = np.where(explore, [self.action_space.sample() for _ in range(n)], actions)
         return actions, state

@@ -58,6 +58,11 @@ def atari_game(env_id: str) -> str | None:
     return re.sub(r"(NoFrameskip|Deterministic)?-v\d+$", "", env_id.removeprefix("ALE/"))
 
 
+def rom_name(info: EnvInfo) -> str:
+    """ALE's ROM name of an Atari env (`space_invaders` for SpaceInvadersNoFrameskip-v4)."""
+    return str(_registry()[info.env_id].kwargs["game"])
+
+
 def _short_names() -> dict[str, str]:
     """lower-case short name -> the id it means (`spaceinvaders` -> SpaceInvadersNoFrameskip-v4)."""
     return {
@@ -213,7 +218,7 @@ def _ale_vec_env(
 
     kwargs = atari_wrapper_kwargs(info, hp, evaluation)
     settings = AtariSettings(
-        game=str(_registry()[info.env_id].kwargs["game"]),
+        game=rom_name(info),
         env_id=info.env_id,
         frame_skip=kwargs["frame_skip"],
         noop_max=kwargs["noop_max"],

@@ -65,6 +65,14 @@ class Episodes:
 MAX_SIDE_BY_SIDE = 8
 
 
+def greedy(model: Predictor, observations: np.ndarray) -> np.ndarray:
+    """The model's greedy actions for a batch: straight from its Q-network where it has one (`greedy_actions`)."""
+    from dqn_cli.policies import greedy_actions
+
+    actions = greedy_actions(getattr(model, "policy", model), observations)
+    return actions if actions is not None else np.asarray(model.predict(observations, deterministic=True)[0])
+
+
 def games_side_by_side(requested: int, episodes: int) -> int:
     """`requested`, or (0) one game per episode up to 8: more games than episodes would only play unused games."""
     return requested or min(episodes, MAX_SIDE_BY_SIDE)
@@ -104,7 +112,7 @@ def play(
         if pause is not None:
             pause(~active)
         actions = np.zeros(n_envs, dtype=np.int64)
-        actions[active] = model.predict(np.asarray(obs)[active], deterministic=True)[0]
+        actions[active] = greedy(model, np.asarray(obs)[active])
         explore = rng.random(n_envs) < epsilon
         if explore.any():
             actions = np.where(explore, rng.integers(env.action_space.n, size=n_envs), actions)  # type: ignore[attr-defined]

@@ -151,3 +151,57 @@ def test_batches_reach_the_convolutions_channels_last_and_train_bit_for_bit_the_
         assert not any(layouts), "the convolutions get standard-layout input"
     assert all(th.equal(a, b) for a, b in zip(reordered, as_sampled, strict=True))
     assert not all(th.equal(a, b) for a, b in zip(reordered, train_from_start(8), strict=True)), "other batches"
+
+
+def test_target_pass_on_a_second_thread_trains_bit_for_bit_the_same() -> None:
+    """The target network's forward pass runs beside the online one (threads.beside) with the same result."""
+    import threading
+
+    model = atari_agent()
+    model.learn(80)
+    start = (copy.deepcopy(model.policy.state_dict()), copy.deepcopy(model.policy.optimizer.state_dict()))
+    target_threads: set[int] = set()
+    model.q_net_target.register_forward_pre_hook(lambda *_: target_threads.add(threading.get_ident()))
+    threads = th.get_num_threads()
+    th.set_num_threads(2)
+    try:
+
+        def train_from_start(side_pass: bool, double_q: bool) -> list[th.Tensor]:
+            model.side_pass, model.double_q = side_pass, double_q
+            model.policy.load_state_dict(start[0])
+            model.policy.optimizer.load_state_dict(copy.deepcopy(start[1]))
+            np.random.seed(5)
+            model.train(gradient_steps=3, batch_size=16)
+            assert th.get_num_threads() == 2, "the step gives back the threads it split"
+            return [p.detach().clone() for p in model.q_net.parameters()]
+
+        for double_q in (False, True):
+            target_threads.clear()
+            beside = train_from_start(True, double_q)
+            assert target_threads and threading.get_ident() not in target_threads
+            target_threads.clear()
+            in_turn = train_from_start(False, double_q)
+            assert target_threads == {threading.get_ident()}
+            assert all(th.equal(a, b) for a, b in zip(beside, in_turn, strict=True))
+    finally:
+        th.set_num_threads(threads)
+
+
+def test_a_failing_side_pass_raises_here_and_restores_the_threads() -> None:
+    from dqn_cli.threads import beside
+
+    threads = th.get_num_threads()
+    th.set_num_threads(2)
+    try:
+
+        def fails() -> None:
+            raise RuntimeError("side pass failed")
+
+        with np.testing.assert_raises_regex(RuntimeError, "side pass failed"):
+            beside(fails, lambda: th.ones(2, requires_grad=True) * 2, device=th.device("cpu"))
+        assert th.get_num_threads() == 2
+        side, main = beside(lambda: th.ones(2, requires_grad=True) * 3, lambda: th.ones(2, requires_grad=True) * 2,
+                            device=th.device("cpu"))  # fmt: skip
+        assert not side.requires_grad and main.requires_grad, "no graph for the side pass, the main one keeps it"
+    finally:
+        th.set_num_threads(threads)

@@ -57,3 +57,36 @@ def test_finished_games_are_neither_stepped_nor_predicted(monkeypatch: pytest.Mo
             unpaused, live_unpaused, _ = play_counting_live_steps(breakout(n_envs), 3)
         assert np.array_equal(paused.returns, unpaused.returns) and np.array_equal(paused.lengths, unpaused.lengths)
         assert live_unpaused > live
+
+
+@pytest.mark.parametrize("dueling", [False, True])
+def test_greedy_actions_are_sb3s_deterministic_predictions(dueling: bool) -> None:
+    """The Q-network's argmax taken directly (`greedy_actions`) is what SB3's `predict` returns, bit for bit."""
+    import torch as th
+
+    from dqn_cli import agent, envs, hyperparams
+    from dqn_cli.play import greedy
+    from dqn_cli.policies import greedy_actions
+
+    info = envs.resolve("SpaceInvaders")
+    hp, _ = hyperparams.resolve(info, None, ["buffer_size=200", "learning_starts=40", f"dueling={dueling}"])
+    model = agent.build(hp, envs.make_vec_env(info, hp, seed=1, n_envs=1), seed=1, device="cpu", tensorboard_log=None)
+    obs = np.random.default_rng(0).integers(0, 256, (64, 4, 84, 84), dtype=np.uint8)
+    generator = th.Generator().manual_seed(0)
+    with th.no_grad():  # weights far from initialisation, so that the images get different greedy actions
+        for param in model.q_net.parameters():
+            param.copy_(th.randn(param.shape, generator=generator) * 0.05)
+    model.policy.set_training_mode(True)  # as a rollout finds it after a training step
+    ours = greedy_actions(model.policy, obs)
+    assert ours is not None and not model.policy.training
+    sb3 = model.policy.predict(obs, deterministic=True)[0]
+    assert ours.dtype == sb3.dtype and np.array_equal(ours, sb3)
+    assert len(set(sb3.tolist())) > 1, "distinct actions, so the comparison can fail"
+    with th.no_grad():
+        q = model.q_net(th.as_tensor(obs))
+    assert np.array_equal(ours, q.argmax(dim=1).numpy())
+    # a batch SB3 would transpose (channel-last images) or one of another dtype: left to SB3's predict
+    assert greedy_actions(model.policy, obs.transpose(0, 2, 3, 1)) is None
+    assert greedy_actions(model.policy, obs.astype(np.float32)) is None
+    assert np.array_equal(greedy(model, obs.transpose(0, 2, 3, 1)), sb3)
+    assert greedy_actions(PixelPolicy(), obs) is None

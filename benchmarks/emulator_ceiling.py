@@ -1,0 +1,63 @@
+"""Benchmark: how fast this machine emulates the game at all, with no agent, no Python per game and no replay buffer.
+
+ALE's own C++ vector env (`ale_py.vector_env.AtariVectorEnv`) steps `--n-envs` games together on one thread per
+core, with the frame skip (4) and the max-pool over the last two frames that SB3's `AtariWrapper` does, random
+actions, raw RGB frames out (no grayscale or resize, the cheapest output). Nothing a training tool does during
+warm-up can be cheaper than this, so these steps/s bound any tool's warm-up rate on the machine;
+`benchmarks/train_speed.py` runs it in every round and prints it as a multiple of rl_zoo3's warm-up.
+Usage: `python benchmarks/emulator_ceiling.py [--env SpaceInvaders] [--n-envs 8] [--steps 16000]` (prints JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+
+def positive(text: str) -> int:
+    """argparse type: a whole number of at least 1 (argparse turns the ValueError into a one-line usage error)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def emulator_rate(env: str, n_envs: int, steps: int) -> float:
+    """Env steps per second of `n_envs` games of `env` on ALE's threads, `steps` env steps in all."""
+    import numpy as np
+    from ale_py.vector_env import AtariVectorEnv
+
+    from dqn_cli import envs
+
+    vector = AtariVectorEnv(
+        envs.rom_name(envs.resolve(env)), n_envs, num_threads=os.cpu_count() or 1, frameskip=4, maxpool=True,
+        noop_max=0, use_fire_reset=False, grayscale=False, img_height=210, img_width=160, stack_num=1,
+        reward_clipping=False,
+    )  # fmt: skip
+    n_actions = int(vector.single_action_space.n)  # type: ignore[attr-defined]
+    actions = np.random.default_rng(0).integers(n_actions, size=(steps // n_envs + 1, n_envs))
+    vector.reset(seed=0)
+    for row in actions[:20]:  # threads started, caches warm
+        vector.step(row)
+    start = time.perf_counter()
+    for row in actions[20:]:
+        vector.step(row)
+    seconds = time.perf_counter() - start
+    vector.close()
+    return (len(actions) - 20) * n_envs / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="SpaceInvaders")
+    parser.add_argument("--n-envs", type=positive, default=8)
+    parser.add_argument("--steps", type=positive, default=16_000, help="env steps timed (over all games)")
+    args = parser.parse_args()
+    rate = emulator_rate(args.env, args.n_envs, max(args.steps, 21 * args.n_envs))
+    print(json.dumps({"env": args.env, "n_envs": args.n_envs, "threads": os.cpu_count(), "steps_per_s": rate}))
+
+
+if __name__ == "__main__":
+    main()
