@@ -3,8 +3,10 @@
 ALE's own C++ vector env (`ale_py.vector_env.AtariVectorEnv`) steps `--n-envs` games together on one thread per
 core, with the frame skip (4) and the max-pool over the last two frames that SB3's `AtariWrapper` does, random
 actions, raw RGB frames out (no grayscale or resize, the cheapest output). Nothing a training tool does during
-warm-up can be cheaper than this, so these steps/s bound any tool's warm-up rate on the machine;
-`benchmarks/train_speed.py` runs it in every round and prints it as a multiple of rl_zoo3's warm-up.
+warm-up can be cheaper than this, so these steps/s bound any tool's warm-up rate on the machine. A second figure adds
+SB3's WarpFrame (grayscale, 84x84 by pixel area) for every frame on the calling thread: the preprocessing that
+observations equal to SB3's AtariWrapper, pixel for pixel, cannot skip (ALE's own grayscale and max-pool give other
+pixels). `benchmarks/train_speed.py` runs this in every round and prints both as multiples of rl_zoo3's warm-up.
 Usage: `python benchmarks/emulator_ceiling.py [--env SpaceInvaders] [--n-envs 8] [--steps 16000]` (prints JSON).
 """
 
@@ -15,6 +17,9 @@ import json
 import os
 import time
 
+import cv2
+import numpy as np
+
 
 def positive(text: str) -> int:
     """argparse type: a whole number of at least 1 (argparse turns the ValueError into a one-line usage error)."""
@@ -24,9 +29,16 @@ def positive(text: str) -> int:
     return value
 
 
-def emulator_rate(env: str, n_envs: int, steps: int) -> float:
-    """Env steps per second of `n_envs` games of `env` on ALE's threads, `steps` env steps in all."""
-    import numpy as np
+def warp(frames: np.ndarray) -> np.ndarray:
+    """SB3's WarpFrame for a batch of RGB frames: grayscale, then 84x84 by pixel area (what dqn's envs compute)."""
+    return np.stack(
+        [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (84, 84), interpolation=cv2.INTER_AREA) for f in frames]
+    )
+
+
+def emulator_rate(env: str, n_envs: int, steps: int, preprocess: bool = False) -> float:
+    """Env steps per second of `n_envs` games of `env` on ALE's threads, `steps` env steps in all; with `preprocess`,
+    each frame also goes through SB3's WarpFrame on this thread."""
     from ale_py.vector_env import AtariVectorEnv
 
     from dqn_cli import envs
@@ -43,7 +55,9 @@ def emulator_rate(env: str, n_envs: int, steps: int) -> float:
         vector.step(row)
     start = time.perf_counter()
     for row in actions[20:]:
-        vector.step(row)
+        frames = vector.step(row)[0]
+        if preprocess:
+            warp(frames[:, 0])
     seconds = time.perf_counter() - start
     vector.close()
     return (len(actions) - 20) * n_envs / seconds
@@ -55,8 +69,12 @@ def main() -> None:
     parser.add_argument("--n-envs", type=positive, default=8)
     parser.add_argument("--steps", type=positive, default=16_000, help="env steps timed (over all games)")
     args = parser.parse_args()
-    rate = emulator_rate(args.env, args.n_envs, max(args.steps, 21 * args.n_envs))
-    print(json.dumps({"env": args.env, "n_envs": args.n_envs, "threads": os.cpu_count(), "steps_per_s": rate}))
+    steps = max(args.steps, 21 * args.n_envs)
+    rates = {
+        "steps_per_s": emulator_rate(args.env, args.n_envs, steps),
+        "with_preprocessing_steps_per_s": emulator_rate(args.env, args.n_envs, steps, preprocess=True),
+    }
+    print(json.dumps({"env": args.env, "n_envs": args.n_envs, "threads": os.cpu_count(), **rates}))
 
 
 if __name__ == "__main__":

@@ -46,3 +46,26 @@ def test_clipping_rescales_only_over_max_norm() -> None:
     assert all(p.grad._version > v for p, v in zip(large, large_versions, strict=False))
     norm = th.linalg.vector_norm(th.cat([p.grad.flatten() for p in large if p.grad is not None]))
     assert abs(float(norm) - 1.0) < 1e-4
+
+
+def test_the_policy_walks_its_modules_only_when_the_mode_changes() -> None:
+    import copy
+
+    from stable_baselines3.dqn.policies import DQNPolicy
+
+    from dqn_cli import agent, envs, hyperparams
+
+    info = envs.resolve("CartPole-v1")
+    hp, _ = hyperparams.resolve(info, None, ["learning_starts=10"])
+    model = agent.build(hp, envs.make_vec_env(info, hp, seed=0, n_envs=1), seed=0, device="cpu", tensorboard_log=None)
+    walks: list[bool] = []
+    model.q_net.train = lambda mode=True: walks.append(mode)  # type: ignore[method-assign]
+    policy = model.policy
+    for mode in (False, False, True, True, False):
+        policy.set_training_mode(mode)
+        assert policy.training is mode
+    assert walks == [False, True, False]
+    copied = copy.deepcopy(policy)
+    copied.set_training_mode(True)
+    assert copied.training and not policy.training, "a copy switches itself, not the original"
+    assert type(policy).set_training_mode is DQNPolicy.set_training_mode
