@@ -49,6 +49,7 @@ class DQNAgent(DQN):
     stop_request: StopRequest | None = None
     double_q: bool = False  # saved in the zip's data as a plain flag
     side_pass: bool = True  # target network's forward pass on a second thread (`threads.beside`); off for A/B runs
+    _next_random: np.ndarray | None = None  # the next warm-up step's actions, drawn ahead (`_sample_action`)
 
     def _setup_model(self) -> None:
         super()._setup_model()
@@ -126,7 +127,8 @@ class DQNAgent(DQN):
 
     def _excluded_save_params(self) -> list[str]:
         # The buffer class is dqn's: leaving it out keeps the zip loadable by plain SB3 without dqn installed.
-        return [*super()._excluded_save_params(), "stop_request", "replay_buffer_class", "replay_buffer_kwargs"]
+        return [*super()._excluded_save_params(), "stop_request", "replay_buffer_class", "replay_buffer_kwargs",
+                "_next_random"]  # fmt: skip
 
     def predict(
         self,
@@ -151,6 +153,28 @@ class DQNAgent(DQN):
         if explore.any():
             actions = np.where(explore, [self.action_space.sample() for _ in range(n)], actions)
         return actions, state
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: Any = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """SB3's warm-up actions (uniform draws from the action space, in SB3's order), each vector step's drawn one
+        step ahead and announced to an env that can start playing them early (`AleVecEnv.queue_next`): the emulators
+        then run the next step while SB3 stores this one. The same draws reach the same games in the same order."""
+        queue_next = getattr(self.env, "queue_next", None)
+        ahead, self._next_random = self._next_random, None
+        if queue_next is None or self.num_timesteps >= learning_starts:
+            if ahead is not None:
+                raise RuntimeError("warm-up actions drawn ahead for a step that is not a warm-up step")
+            return super()._sample_action(learning_starts, action_noise, n_envs)
+        actions = ahead if ahead is not None else self._random_actions(n_envs)
+        after = self.num_timesteps + n_envs
+        if after < learning_starts and after < self._total_timesteps:  # SB3 takes another warm-up step
+            self._next_random = self._random_actions(n_envs)
+            queue_next(self._next_random)
+        return actions, actions
+
+    def _random_actions(self, n_envs: int) -> np.ndarray:
+        return np.array([self.action_space.sample() for _ in range(n_envs)])
 
     def collect_rollouts(self, *args: Any, **kwargs: Any) -> RolloutReturn:
         if self.stop_request is not None and self.stop_request.requested:

@@ -267,6 +267,8 @@ class AleVecEnv(VecEnv):
         self.stacked = np.zeros((n_envs, stack, size, size), dtype=np.uint8)
         self.actions = np.zeros(n_envs, dtype=np.int64)
         self.paused = np.zeros(n_envs, dtype=bool)
+        self.queued: np.ndarray | None = None  # the next step's actions, sent as each game's current step is handled
+        self.in_flight: np.ndarray | None = None  # actions the emulators are playing before step_async asks for them
 
     @property
     def monitors(self) -> list[Monitor]:
@@ -279,6 +281,7 @@ class AleVecEnv(VecEnv):
             self.monitors_opened = True
 
     def reset(self) -> np.ndarray:
+        self._drain()
         self._open_monitors()
         for i, game in enumerate(self.games):
             if self._seeds[i] is not None:
@@ -306,8 +309,22 @@ class AleVecEnv(VecEnv):
         or the env is reset. An evaluation stops playing a game once it has all the episodes it needs from it."""
         self.paused = np.asarray(paused, dtype=bool).reshape(self.num_envs).copy()
 
+    def queue_next(self, actions: np.ndarray) -> None:
+        """Announce the next vector step's actions while this one runs (random warm-up actions do not depend on the
+        observations): `step_wait` sends each game its next action as soon as it has handled the game's current step
+        (and its reset), so the emulators play the next step while the caller stores this one. Each game gets the
+        same actions in the same order as without; the next `step_async` must bring exactly these actions."""
+        if self.paused.any():
+            raise RuntimeError("queue_next with paused games")
+        self.queued = np.asarray(actions, dtype=np.int64).reshape(self.num_envs).copy()
+
     def step_async(self, actions: np.ndarray) -> None:
         self.actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
+        if self.in_flight is not None:
+            if not np.array_equal(self.in_flight, self.actions):
+                raise RuntimeError(f"step_async({self.actions}) after queue_next({self.in_flight})")
+            self.in_flight = None
+            return
         for i in map(int, np.flatnonzero(~self.paused)):
             self.games[i].send(int(self.actions[i]))
 
@@ -316,16 +333,29 @@ class AleVecEnv(VecEnv):
         rewards = np.zeros(self.num_envs, dtype=np.float32)
         dones = np.zeros(self.num_envs, dtype=bool)
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        frames = {int(i): self._step_game(int(i), rewards, dones, infos) for i in live}
         stacks = np.roll(self.stacked[live], -1, axis=1)
+        queued, self.queued = self.queued, None
         for row, i in enumerate(map(int, live)):
+            frame = self._step_game(i, rewards, dones, infos)
             if dones[i]:
-                infos[i]["terminal_observation"] = np.concatenate((stacks[row, :-1], frames[i][None]))
+                infos[i]["terminal_observation"] = np.concatenate((stacks[row, :-1], frame[None]))
                 stacks[row] = 0
-                frames[i] = self.games[i].reset()
-            stacks[row, -1] = frames[i]
+                frame = self.games[i].reset()
+            stacks[row, -1] = frame
+            if queued is not None:
+                self.games[i].send(int(queued[i]))
         self.stacked[live] = stacks
+        self.in_flight = queued
         return self.stacked.copy(), rewards, dones, infos
+
+    def _drain(self) -> None:
+        """Receive and drop the steps sent ahead (`queue_next`) that no `step_async` asked for: a reset or close
+        follows, which starts new games anyway."""
+        if self.in_flight is not None:
+            for game in self.games:
+                game.ale.ale.recv()
+            self.in_flight = None
+        self.queued = None
 
     def _step_game(self, i: int, rewards: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:
         """Receive game i's step: its reward, done and info go into the vector step's arrays; returns its frame."""
@@ -345,6 +375,7 @@ class AleVecEnv(VecEnv):
         return game.warp(frame)
 
     def close(self) -> None:
+        self._drain()
         for game in self.games:
             game.close()
 

@@ -69,3 +69,54 @@ def test_the_policy_walks_its_modules_only_when_the_mode_changes() -> None:
     copied.set_training_mode(True)
     assert copied.training and not policy.training, "a copy switches itself, not the original"
     assert type(policy).set_training_mode is DQNPolicy.set_training_mode
+
+
+def test_warm_up_actions_drawn_ahead_fill_the_same_buffer_and_train_the_same() -> None:
+    """Warm-up steps sent one step early (`AleVecEnv.queue_next`) give the run it would be without, through lost
+    lives and FIRE resets, into the first gradient steps."""
+    import numpy as np
+
+    from dqn_cli import agent, envs, hyperparams
+
+    info = envs.resolve("Breakout")
+    hp, _ = hyperparams.resolve(info, None, ["buffer_size=1000", "learning_starts=600", "n_envs=4"])
+    runs = []
+    for ahead in (True, False):
+        env = envs.make_vec_env(info, hp, seed=2, n_envs=4)
+        announced: list[np.ndarray] = []
+        queue_next = env.queue_next
+        env.queue_next = (lambda a, q=queue_next, log=announced: (log.append(a), q(a))[1]) if ahead else None
+        model = agent.build(hp, env, seed=2, device="cpu", tensorboard_log=None)
+        model.learn(680)
+        env.close()
+        runs.append((model, announced))
+    (ours, announced), (plain, _) = runs
+    assert len(announced) == 600 // 4 - 1, "every warm-up step but the first was announced"
+    assert ours.num_timesteps == plain.num_timesteps == 680 and ours._n_updates == plain._n_updates > 0
+    arrays = {k: v for k, v in vars(plain.replay_buffer).items() if isinstance(v, np.ndarray)}
+    assert "frames" in arrays or len(arrays) > 3
+    for key, value in arrays.items():
+        assert np.array_equal(getattr(ours.replay_buffer, key), value), key
+    assert np.array_equal(ours._last_obs, plain._last_obs)
+    assert all(th.equal(a, b) for a, b in zip(ours.q_net.parameters(), plain.q_net.parameters(), strict=True))
+
+
+def test_steps_sent_ahead_are_dropped_by_a_reset_or_close() -> None:
+    import numpy as np
+
+    from dqn_cli.ale_vec import AleVecEnv, AtariSettings
+
+    env = AleVecEnv(AtariSettings(game="breakout", env_id="BreakoutNoFrameskip-v4"), 2)
+    env.seed(1)
+    first = env.reset()
+    env.queue_next(np.array([1, 1]))
+    env.step(np.array([0, 0]))
+    assert env.in_flight is not None
+    with pytest.raises(RuntimeError, match="queue_next"):
+        env.step_async(np.array([2, 2]))  # not what was announced
+    env.seed(1)
+    assert np.array_equal(env.reset(), first) and env.in_flight is None
+    env.step(np.array([3, 3]))  # sent as usual
+    env.queue_next(np.array([1, 1]))
+    env.step(np.array([0, 0]))
+    env.close()  # receives the step in flight before closing the emulators

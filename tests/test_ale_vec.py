@@ -44,21 +44,28 @@ def both_paths(game: str, n_envs: int, evaluation: bool, tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    ("game", "n_envs", "evaluation", "steps"),
+    ("game", "n_envs", "evaluation", "steps", "ahead"),
     [
-        ("Breakout", 2, False, 1200),  # FIRE to start, lives lost often: episodic life + FIRE after each loss
-        ("SpaceInvaders", 2, True, 1500),  # the evaluation protocol: full games, true scores
-        ("MsPacman", 1, False, 2500),  # no FIRE action: no fire reset
+        ("Breakout", 2, False, 1200, False),  # FIRE to start, lives lost often: episodic life + FIRE after each loss
+        ("SpaceInvaders", 2, True, 1500, False),  # the evaluation protocol: full games, true scores
+        ("MsPacman", 1, False, 2500, False),  # no FIRE action: no fire reset
+        ("Breakout", 3, False, 1200, True),  # each step's actions announced ahead (warm-up), resets included
     ],
 )
 def test_same_observations_rewards_and_episode_ends_as_sb3(
-    game: str, n_envs: int, evaluation: bool, steps: int, tmp_path: Path
+    game: str, n_envs: int, evaluation: bool, steps: int, ahead: bool, tmp_path: Path
 ) -> None:
     """Same seeds and actions through both paths; SB3's no-op count at each new game is set to the one ALE drew
-    (the two draw from different generators), everything else is compared as each path computes it."""
+    (the two draw from different generators), everything else is compared as each path computes it. With `ahead`,
+    the ALE path gets each step's actions one step early (`queue_next`) and starts playing them early."""
     sb3, ale = both_paths(game, n_envs, evaluation, tmp_path)
     noops = noop_wrappers(sb3)
     rng = np.random.default_rng(0)
+    planned = rng.integers(ale.action_space.n, size=(steps + 1, n_envs))
+    sent: list[int] = []
+    for game_ in ale.games:
+        send = game_.send
+        game_.send = lambda action, send=send: (sent.append(action), send(action))[1]  # type: ignore[method-assign]
     seen = Counter()
 
     def sync_noops() -> None:
@@ -69,8 +76,14 @@ def test_same_observations_rewards_and_episode_ends_as_sb3(
     sync_noops()
     assert np.array_equal(sb3.reset(), fast)
     for t in range(steps):
-        actions = rng.integers(ale.action_space.n, size=n_envs)
-        fast, fast_rewards, fast_dones, fast_infos = ale.step(actions)
+        actions = planned[t]
+        if ahead and t + 1 < steps:
+            ale.queue_next(planned[t + 1])
+        sends_before = len(sent)
+        ale.step_async(actions)
+        if ahead and t > 0:
+            assert len(sent) == sends_before, f"step {t}: its actions went out during the previous step"
+        fast, fast_rewards, fast_dones, fast_infos = ale.step_wait()
         sync_noops()
         obs, rewards, dones, infos = sb3.step(actions)
         assert np.array_equal(obs, fast), f"step {t}: {(obs != fast).sum(axis=(1, 2, 3))} pixels differ"
