@@ -14,7 +14,8 @@ the end, under benchmarks/phase_timer.py, which times the phases from the inside
 
 and prints steps/s for each tool, the ratio dqn / rl_zoo3, each run's peak memory (max RSS), and the replay
 buffers' bytes per transition. Each round also runs benchmarks/emulator_ceiling.py (the game on ALE's C++ threads
-with no agent at all) and prints it as a multiple of rl_zoo3's warm-up: no tool's warm-up can beat that ratio here.
+with no agent at all, then followed by SB3's WarpFrame on every frame, which observations equal to SB3's pixel for
+pixel need) and prints both as multiples of rl_zoo3's warm-up: no tool's warm-up can beat the first here.
 The machine's speed drifts (each round's ratio is printed), so each figure is the median of `--repeat` rounds, the
 tools alternating within each round so that drift hits both alike. Earlier versions
 differenced whole runs (a W-step run against a W + K-step one), which added start-up and shut-down noise to the drift.
@@ -176,13 +177,13 @@ def emulator_alone(args: argparse.Namespace) -> dict[str, float]:
 
 CEILINGS = {
     "steps_per_s": "emulator alone",
-    "with_preprocessing_steps_per_s": "+ SB3's preprocessing",
+    "with_preprocessing_steps_per_s": "then WarpFrame",  # SB3's grayscale + 84x84 resize of every frame, serially
 }
 
 
 def print_ceilings(rounds: dict[str, list[dict[str, float]]], emulator: list[dict[str, float]]) -> None:
-    """The emulator alone (and with SB3's frame preprocessing) as multiples of rl_zoo3's warm-up, by round: the most
-    any tool's warm-up could reach on this machine."""
+    """The emulator alone (and followed by SB3's frame preprocessing) as multiples of rl_zoo3's warm-up, by round:
+    the first is the most any tool's warm-up could reach on this machine."""
     zoo = [r["warmup_steps_per_s"] for r in rounds["rl_zoo3"]]
     for key, label in CEILINGS.items():
         rates = [e[key] for e in emulator]
@@ -190,7 +191,8 @@ def print_ceilings(rounds: dict[str, list[dict[str, float]]], emulator: list[dic
         median_rate, median_ratio = sorted(rates)[len(rates) // 2], sorted(ratios)[len(ratios) // 2]
         print(f"{label + ' steps/s':22}{'':12}{median_rate:12.1f}{median_ratio:17.2f}x  by round: "
               + " ".join(f"{r:.2f}x" for r in ratios))  # fmt: skip
-    print(f"{'':22}(ALE's C++ vector env, no agent: the ceiling of any tool's warm-up on this machine)")
+    print(f"{'':22}(ALE's C++ vector env, no agent. The first bounds any tool's warm-up on this machine; the")
+    print(f"{'':22} second adds SB3's preprocessing of each frame after each step, which a tool can overlap)")
 
 
 def buffer_bytes() -> dict[str, float]:
