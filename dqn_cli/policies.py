@@ -74,7 +74,7 @@ def greedy_actions(policy: Any, observation: Any) -> np.ndarray | None:
 
     None when `policy` is not a Q-network policy or the batch is not one SB3 would pass through unchanged (another
     shape or dtype, a dict, channel-last images it would transpose): the caller then asks `predict`. For 8 Atari
-    games, 2.3 -> 2.0 ms per call here; the actions are the same (`tests/test_eval.py`).
+    games, 2.3 -> 2.0 ms per call here; the actions are the same (`tests/test_play.py`).
     """
     q_net = getattr(policy, "q_net", None)
     space = getattr(policy, "observation_space", None)

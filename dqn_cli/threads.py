@@ -50,11 +50,10 @@ def beside(side: Callable[[], T], main: Callable[[], U], *, device: Any) -> tupl
     """`side()` under `no_grad` on a second thread while `main()` runs on this one, each on half the torch threads.
 
     For a DQN gradient step: the target network's forward pass beside the online network's. At a batch of 32 a
-    Nature-CNN forward pass runs ~1.3x faster on two threads than on one, not 2x, so two passes side by side on
-    one thread each end sooner than one after the other on two. Each pass is the same computation as before (the
-    convolutions and matrix products split their work over outputs, not over sums), so the results are bit for bit
-    the same; `tests/test_agent.py` checks it. Sequential where there is nothing to split: on a GPU, or with a
-    single torch thread.
+    Nature-CNN forward pass ran 1.1-1.9x faster on two threads than on one here, not 2x, so two passes side by side
+    on one thread each end sooner than one after the other on two (0.3-1 ms of a ~21 ms step). The passes gave
+    bit for bit the results they give one after the other (`tests/test_memory_format.py` checks it on the machine
+    it runs on). Sequential where there is nothing to split: on a GPU, or with a single torch thread.
     """
     import torch
 

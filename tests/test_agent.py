@@ -1,4 +1,4 @@
-"""Pieces of dqn's gradient step that must be SB3's step exactly."""
+"""Pieces of dqn's agent that must do exactly what SB3's does: clipping, warm-up actions, training-mode switches."""
 
 from __future__ import annotations
 
