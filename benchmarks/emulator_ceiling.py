@@ -17,34 +17,19 @@ import json
 import os
 import time
 
-import cv2
 import numpy as np
+from cli_args import positive
+
+from dqn_cli.ale_vec import warp_frame
 
 
-def positive(text: str) -> int:
-    """argparse type: a whole number of at least 1 (argparse turns the ValueError into a one-line usage error)."""
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
-def warp(frames: np.ndarray) -> np.ndarray:
-    """SB3's WarpFrame for a batch of RGB frames: grayscale, then 84x84 by pixel area (what dqn's envs compute)."""
-    return np.stack(
-        [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (84, 84), interpolation=cv2.INTER_AREA) for f in frames]
-    )
-
-
-def emulator_rate(env: str, n_envs: int, steps: int, preprocess: bool = False) -> float:
-    """Env steps per second of `n_envs` games of `env` on ALE's threads, `steps` env steps in all; with `preprocess`,
-    each frame also goes through SB3's WarpFrame on this thread."""
+def emulator_rate(rom: str, n_envs: int, steps: int, preprocess: bool = False) -> float:
+    """Env steps per second of `n_envs` games of ALE's ROM `rom` on ALE's threads, `steps` env steps in all; with
+    `preprocess`, each frame also goes through SB3's WarpFrame (dqn's `warp_frame`) on this thread."""
     from ale_py.vector_env import AtariVectorEnv
 
-    from dqn_cli import envs
-
     vector = AtariVectorEnv(
-        envs.rom_name(envs.resolve(env)), n_envs, num_threads=os.cpu_count() or 1, frameskip=4, maxpool=True,
+        rom, n_envs, num_threads=os.cpu_count() or 1, frameskip=4, maxpool=True,
         noop_max=0, use_fire_reset=False, grayscale=False, img_height=210, img_width=160, stack_num=1,
         reward_clipping=False,
     )  # fmt: skip
@@ -57,10 +42,25 @@ def emulator_rate(env: str, n_envs: int, steps: int, preprocess: bool = False) -
     for row in actions[20:]:
         frames = vector.step(row)[0]
         if preprocess:
-            warp(frames[:, 0])
+            for frame in frames[:, 0]:
+                warp_frame(frame, 84)
     seconds = time.perf_counter() - start
     vector.close()
     return (len(actions) - 20) * n_envs / seconds
+
+
+def atari_rom(env: str, parser: argparse.ArgumentParser) -> str:
+    """ALE's ROM name for `--env`, or a one-line usage error for a name that is not an Atari game."""
+    from dqn_cli import envs
+    from dqn_cli.errors import DqnError
+
+    try:
+        info = envs.resolve(env)
+    except DqnError as error:
+        parser.error(str(error))
+    if not info.is_atari:
+        parser.error(f"--env {env}: expected an Atari game (SpaceInvaders, Pong, ...), found {info.env_id}")
+    return envs.rom_name(info)
 
 
 def main() -> None:
@@ -69,10 +69,11 @@ def main() -> None:
     parser.add_argument("--n-envs", type=positive, default=8)
     parser.add_argument("--steps", type=positive, default=16_000, help="env steps timed (over all games)")
     args = parser.parse_args()
+    rom = atari_rom(args.env, parser)
     steps = max(args.steps, 21 * args.n_envs)
     rates = {
-        "steps_per_s": emulator_rate(args.env, args.n_envs, steps),
-        "with_preprocessing_steps_per_s": emulator_rate(args.env, args.n_envs, steps, preprocess=True),
+        "steps_per_s": emulator_rate(rom, args.n_envs, steps),
+        "with_preprocessing_steps_per_s": emulator_rate(rom, args.n_envs, steps, preprocess=True),
     }
     print(json.dumps({"env": args.env, "n_envs": args.n_envs, "threads": os.cpu_count(), **rates}))
 

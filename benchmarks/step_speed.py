@@ -14,15 +14,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from cli_args import positive
+
 from dqn_cli.threads import configure_openmp
-
-
-def positive(text: str) -> int:
-    """argparse type: a whole number of at least 1 (argparse turns the ValueError into a one-line usage error)."""
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
 
 
 def filled_agents(fill: int) -> dict[str, object]:

@@ -17,8 +17,8 @@ buffers' bytes per transition. Each round also runs benchmarks/emulator_ceiling.
 with no agent at all, then followed by SB3's WarpFrame on every frame, which observations equal to SB3's pixel for
 pixel need) and prints both as multiples of rl_zoo3's warm-up: no tool's warm-up can beat the first here.
 The machine's speed drifts (each round's ratio is printed), so each figure is the median of `--repeat` rounds, the
-tools alternating within each round so that drift hits both alike. Earlier versions
-differenced whole runs (a W-step run against a W + K-step one), which added start-up and shut-down noise to the drift.
+tools alternating within each round so that drift hits both alike. Earlier versions differenced whole runs (a W-step
+run against a W + K-step one), which added start-up and shut-down noise to the drift.
 Both tools run the game's rl_zoo3 hyperparameters; dqn steps `--n-envs` games side by side (default 8) with the
 same replay ratio, so both take the same number of gradient steps for the same env steps.
 Usage: `python benchmarks/train_speed.py [--env SpaceInvaders] [--train-steps 4000] [--n-envs 8] [--repeat 3]`.

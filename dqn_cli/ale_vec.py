@@ -100,6 +100,12 @@ class Monitor:
             self.writer = None
 
 
+def warp_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """SB3's WarpFrame on one RGB frame: grayscale, then `size` x `size` with pixel-area interpolation."""
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    return np.asarray(cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA))
+
+
 class Game:
     """One emulator on its own ALE thread, with SB3's AtariWrapper bookkeeping around it."""
 
@@ -227,10 +233,7 @@ class Game:
         return self.warp(frame)
 
     def warp(self, frame: np.ndarray) -> np.ndarray:
-        """WarpFrame: grayscale, then resized with pixel-area interpolation."""
-        size = self.settings.screen_size
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        return np.asarray(cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA))
+        return warp_frame(frame, self.settings.screen_size)
 
     def close(self) -> None:
         self.ale.close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # imported when first used: `dqn --help` imports this module
+    from concurrent.futures import ThreadPoolExecutor
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -34,6 +36,8 @@ _side_pool: ThreadPoolExecutor | None = None
 def _side_worker() -> ThreadPoolExecutor:
     global _side_pool
     if _side_pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
         _side_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dqn-side-pass")
     return _side_pool
 
