@@ -12,8 +12,8 @@ if TYPE_CHECKING:  # imported when first used: `dqn --help` imports this module
 T = TypeVar("T")
 U = TypeVar("U")
 
-# Spins (busy-wait iterations, a few microseconds) an idle OpenMP worker makes before it sleeps.
-OPENMP_SPIN = "3000"
+# Spins (busy-wait iterations) an idle OpenMP worker makes before it sleeps: a tenth of libgomp's default.
+OPENMP_SPIN = "30000"
 
 
 def configure_openmp() -> None:
@@ -22,10 +22,14 @@ def configure_openmp() -> None:
     After a parallel region torch's OpenMP worker busy-waits for the next one, by default for libgomp's 300,000
     spins (about a millisecond). Between two forward passes that is the core ALE's emulator threads need; between
     the kernels of one gradient step it is what keeps the step fast (never sleeping, `OMP_WAIT_POLICY=PASSIVE`,
-    made the step 15-20% slower here). A short spin keeps both: on this project's 2-core CPU, 4 evaluation games
+    made the step 15-20% slower here). A shorter spin keeps both: on this project's 2-core CPU, 4 evaluation games
     played 1,107 steps/s against 985 with one torch thread for the forward passes and 940 with two threads and the
-    default spin, and a 4,000-step training run with 8 games took 28.2 s against 30.0 s (medians of alternating
-    runs, benchmarks/RESULTS.md). A value the user set is kept.
+    default spin, and a 4,000-step training run with 8 games took 28.2 s at 3,000 spins against 30.0 s at the
+    default. 30,000 spins then did better than 3,000 in the training phase (8 games, one gradient step per 4 env
+    steps: +3.6% median over 8 alternating pairs of runs, 6 of them faster; both cores busier, 181-186% against
+    172-176%) and in 8-game evaluations (medians of 3 alternating pairs: 1,196/1,050/1,346 against
+    828/1,121/1,075 steps/s), while 100,000 and 300,000 were slower again (benchmarks/RESULTS.md). A value the user
+    set is kept.
     """
     os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN)
 

@@ -112,7 +112,7 @@ def test_resume_refuses_new_configuration(dqn) -> None:
     assert result.code == 2 and "drop --env, --set" in result.err
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "3000"), ("7", "7")])
+@pytest.mark.parametrize(("given", "expected"), [(None, "30000"), ("7", "7")])
 def test_cli_sets_a_short_openmp_spin_before_torch_loads_unless_the_user_did(given: str | None, expected: str) -> None:
     code = "import os, sys, runpy; sys.argv=['dqn','--help']\ntry: runpy.run_module('dqn_cli', run_name='__main__')\nexcept SystemExit: pass\nprint(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | ({"GOMP_SPINCOUNT": given} if given else {})
