@@ -69,8 +69,10 @@ def policy_class(name: str, dueling: bool) -> Any:
 
 def greedy_actions(policy: Any, observation: Any) -> np.ndarray | None:
     """argmax_a Q(s, a) for a batch of observations: what SB3's `policy.predict(batch, deterministic=True)` returns,
-    without its per-call work (training-mode switch over every module, observation checks and reshapes), and with
-    images handed to the convolutions channels-last on CPU, the layout their weights have there.
+    without its per-call work (training-mode switch over every module, observation checks and reshapes), with
+    images handed to the convolutions channels-last on CPU, the layout their weights have there, and under
+    `inference_mode` rather than `no_grad` (no autograd bookkeeping at all: 1.74 -> 1.66 ms for 8 games here,
+    medians of 380 alternating calls).
 
     None when `policy` is not a Q-network policy or the batch is not one SB3 would pass through unchanged (another
     shape or dtype, a dict, channel-last images it would transpose): the caller then asks `predict`. For 8 Atari
@@ -84,7 +86,7 @@ def greedy_actions(policy: Any, observation: Any) -> np.ndarray | None:
         return None
     if policy.training:
         policy.set_training_mode(False)
-    with th.no_grad():
+    with th.inference_mode():
         obs = th.as_tensor(observation, device=policy.device)
         if obs.dim() == 4 and obs.device.type == "cpu":
             obs = obs.contiguous(memory_format=th.channels_last)
