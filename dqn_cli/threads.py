@@ -27,9 +27,9 @@ def configure_openmp() -> None:
     default spin, and a 4,000-step training run with 8 games took 28.2 s at 3,000 spins against 30.0 s at the
     default. 30,000 spins then did better than 3,000 in the training phase (8 games, one gradient step per 4 env
     steps: +3.6% median over 8 alternating pairs of runs, 6 of them faster; both cores busier, 181-186% against
-    172-176%) and in 8-game evaluations (medians of 3 alternating pairs: 1,196/1,050/1,346 against
-    828/1,121/1,075 steps/s), while 100,000 and 300,000 were slower again (benchmarks/RESULTS.md). A value the user
-    set is kept.
+    172-176%) and in 8-game evaluations (3 alternating pairs of processes, median of 3 evaluations each:
+    1,196/1,050/1,346 against 828/1,121/1,075 steps/s), while 100,000 and 300,000 were slower again
+    (benchmarks/RESULTS.md). A value the user set is kept.
     """
     os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN)
 
