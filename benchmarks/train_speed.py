@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -188,7 +189,7 @@ def print_ceilings(rounds: dict[str, list[dict[str, float]]], emulator: list[dic
     for key, label in CEILINGS.items():
         rates = [e[key] for e in emulator]
         ratios = [rate / z for rate, z in zip(rates, zoo, strict=True)]
-        median_rate, median_ratio = sorted(rates)[len(rates) // 2], sorted(ratios)[len(ratios) // 2]
+        median_rate, median_ratio = statistics.median(rates), statistics.median(ratios)  # as the tools' figures
         print(f"{label + ' steps/s':22}{'':12}{median_rate:12.1f}{median_ratio:17.2f}x  by round: "
               + " ".join(f"{r:.2f}x" for r in ratios))  # fmt: skip
     print(f"{'':22}(ALE's C++ vector env, no agent. The first bounds any tool's warm-up on this machine; the")
