@@ -119,4 +119,6 @@ def test_steps_sent_ahead_are_dropped_by_a_reset_or_close() -> None:
     env.step(np.array([3, 3]))  # sent as usual
     env.queue_next(np.array([1, 1]))
     env.step(np.array([0, 0]))
+    assert env.in_flight is not None
     env.close()  # receives the step in flight before closing the emulators
+    assert env.in_flight is None and env.queued is None
