@@ -12,8 +12,9 @@ the end, under benchmarks/phase_timer.py, which times the phases from the inside
                = agent steps played in it (from evaluations.npz)
                  / seconds spent in the tool's evaluation function (dqn's `play`, SB3's `evaluate_policy`)
 
-and prints steps/s for each tool, the ratio dqn / rl_zoo3, each run's peak memory (max RSS), and the replay
-buffers' bytes per transition. Each round also runs benchmarks/emulator_ceiling.py (the game on ALE's C++ threads
+and prints steps/s for each tool, the ratio dqn / rl_zoo3, each run's peak memory (max RSS), each phase's CPU time
+per env step (all of the process's threads) with the cores each tool kept busy, and the replay buffers' bytes per
+transition. Each round also runs benchmarks/emulator_ceiling.py (the game on ALE's C++ threads
 with no agent at all, then followed by SB3's WarpFrame on every frame, which observations equal to SB3's pixel for
 pixel need) and prints both as multiples of rl_zoo3's warm-up: no tool's warm-up can beat the first here.
 The machine's speed drifts (each round's ratio is printed), so each figure is the median of `--repeat` rounds, the
@@ -72,14 +73,15 @@ def phase_timed(cmd: list[str], out: Path) -> list[str]:
     return [cmd[0], str(timer), str(out), EVAL_FUNCTION[module], "-m", module, *cmd[3:]]
 
 
-def rate(rollouts: list[list[float]], low: int, high: int) -> float:
-    """Env steps per second between the first and the last rollout that starts within [low, high] steps."""
-    inside = [(t, steps) for t, steps in rollouts if low <= steps <= high]
+def phase(rollouts: list[list[float]], low: int, high: int) -> tuple[float, float]:
+    """(env steps per second, the process's CPU seconds per env step) between the first and the last rollout that
+    starts within [low, high] steps."""
+    inside = [(t, steps, cpu) for t, steps, cpu in rollouts if low <= steps <= high]
     if len(inside) < 2:
         raise SystemExit(f"benchmark: fewer than 2 rollouts between {low} and {high} steps; raise --warmup-steps or "
                          "--train-steps to a few times --n-envs")  # fmt: skip
-    (t0, s0), (t1, s1) = inside[0], inside[-1]
-    return (s1 - s0) / max(t1 - t0, 1e-9)
+    (t0, s0, c0), (t1, s1, c1) = inside[0], inside[-1]
+    return (s1 - s0) / max(t1 - t0, 1e-9), (c1 - c0) / max(s1 - s0, 1)
 
 
 def dqn_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int, n_envs: int = 1) -> list[str]:
@@ -144,12 +146,17 @@ def measure(tool: str, args: argparse.Namespace) -> dict[str, float]:
         timings = json.loads(phases.read_text())
         playing = sum(timings["evaluations"])
         eval_steps = evaluation_steps(cwd, frames_per_step=4 if tool == "rl_zoo3" else 1)
+    warmup, warmup_cpu = phase(timings["rollouts"], w // 10, w)
+    training, training_cpu = phase(timings["rollouts"], w, w + k)
     return {
-        "warmup_steps_per_s": rate(timings["rollouts"], w // 10, w),
-        "train_steps_per_s": rate(timings["rollouts"], w, w + k),
+        "warmup_steps_per_s": warmup,
+        "train_steps_per_s": training,
         "eval_steps_per_s": eval_steps / max(playing, 1e-9),
         "eval_seconds_per_episode": playing / args.eval_episodes,
         "peak_rss_mb": peak,
+        "warmup_cpu_ms_per_step": 1000 * warmup_cpu,
+        "train_cpu_ms_per_step": 1000 * training_cpu,
+        "eval_cpu_ms_per_step": 1000 * sum(timings["evaluation_cpu"]) / max(eval_steps, 1),
     }
 
 
@@ -194,6 +201,34 @@ def print_ceilings(rounds: dict[str, list[dict[str, float]]], emulator: list[dic
               + " ".join(f"{r:.2f}x" for r in ratios))  # fmt: skip
     print(f"{'':22}(ALE's C++ vector env, no agent. The first bounds any tool's warm-up on this machine; the")
     print(f"{'':22} second adds SB3's preprocessing of each frame after each step, which a tool can overlap)")
+
+
+PHASES = [
+    ("warm-up", "warmup_steps_per_s", "warmup_cpu_ms_per_step"),
+    ("training", "train_steps_per_s", "train_cpu_ms_per_step"),
+    ("eval", "eval_steps_per_s", "eval_cpu_ms_per_step"),
+]
+
+
+def print_cpu(rounds: dict[str, list[dict[str, float]]]) -> None:
+    """Each phase's CPU time per env step (the process's, all threads) and how many cores each tool kept busy, from
+    the same runs; then what dqn's rate would be with every core busy at its CPU time per step, as a multiple of
+    rl_zoo3's measured rate: a ratio a phase cannot beat on this machine without doing less work per step
+    (medians over rounds; spinning threads count as busy)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    print(f"{'CPU ms per env step':22}{'rl_zoo3':>12}{'dqn':>12}{'less CPU/step':>18}  cores busy (of {cores}): "
+          "rl_zoo3, dqn; dqn with every core busy")  # fmt: skip
+    for label, rate_key, cpu_key in PHASES:
+        pairs = list(zip(rounds["rl_zoo3"], rounds["dqn"], strict=True))
+        zoo_cpu = statistics.median(zoo[cpu_key] for zoo, _ in pairs)
+        ours_cpu = statistics.median(ours[cpu_key] for _, ours in pairs)
+        zoo_busy = statistics.median(zoo[rate_key] * zoo[cpu_key] / 1000 for zoo, _ in pairs)
+        ours_busy = statistics.median(ours[rate_key] * ours[cpu_key] / 1000 for _, ours in pairs)
+        full = statistics.median(cores * 1000 / ours[cpu_key] / zoo[rate_key] for zoo, ours in pairs)
+        print(f"{label:22}{zoo_cpu:12.3f}{ours_cpu:12.3f}{zoo_cpu / ours_cpu:17.2f}x  {zoo_busy:.2f}, {ours_busy:.2f};"
+              f" {full:.2f}x")  # fmt: skip
 
 
 def buffer_bytes() -> dict[str, float]:
@@ -266,6 +301,7 @@ def main() -> None:
         ratio = ours / zoo if higher_is_better else zoo / ours
         print(f"{label:22}{zoo:12.1f}{ours:12.1f}{ratio:17.2f}x")
     print_round_ratios(rounds, rows[:3])
+    print_cpu(rounds)
     print_ceilings(rounds, emulator)
     per = buffer_bytes()
     print(f"{'replay bytes/transition':22}{per['sb3']:12,.0f}{per['dqn']:12,.0f}{per['sb3'] / per['dqn']:17.2f}x")
