@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -213,10 +214,8 @@ PHASES = [
 def print_cpu(rounds: dict[str, list[dict[str, float]]]) -> None:
     """Each phase's CPU time per env step (the process's, all threads) and how many cores each tool kept busy, from
     the same runs; then what dqn's rate would be with every core busy at its CPU time per step, as a multiple of
-    rl_zoo3's measured rate: a ratio a phase cannot beat on this machine without doing less work per step
-    (medians over rounds; spinning threads count as busy)."""
-    import os
-
+    rl_zoo3's measured rate: a ratio a phase cannot beat on this machine without spending less CPU time per step
+    (medians over rounds; threads that spin while they wait count as busy)."""
     cores = len(os.sched_getaffinity(0))
     print(f"{'CPU ms per env step':22}{'rl_zoo3':>12}{'dqn':>12}{'less CPU/step':>18}  cores busy (of {cores}): "
           "rl_zoo3, dqn; dqn with every core busy")  # fmt: skip
