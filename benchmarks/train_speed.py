@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cli_args import positive
+
 ZOO_ENV = {
     "SpaceInvaders": "SpaceInvadersNoFrameskip-v4",
     "Pong": "PongNoFrameskip-v4",
@@ -255,18 +257,18 @@ def print_round_ratios(rounds: dict[str, list[dict[str, float]]], rows: list[tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="SpaceInvaders")
-    parser.add_argument("--warmup-steps", type=int, default=20_000, help="more steps, less start-up noise")
-    parser.add_argument("--train-steps", type=int, default=4_000, help="env steps with gradient steps (1 per 4)")
-    parser.add_argument("--eval-episodes", type=int, default=4)
-    parser.add_argument("--buffer-size", type=int, default=20_000)
+    parser.add_argument("--warmup-steps", type=positive, default=20_000, help="more steps, less start-up noise")
+    parser.add_argument("--train-steps", type=positive, default=4_000, help="env steps with gradient steps (1 per 4)")
+    parser.add_argument("--eval-episodes", type=positive, default=4)
+    parser.add_argument("--buffer-size", type=positive, default=20_000)
     parser.add_argument(
         "--n-envs",
-        type=int,
+        type=positive,
         default=8,
         help="dqn's games stepped side by side on ALE's threads; the replay ratio (one gradient step per "
         "train_freq env steps in total) and so the number of gradient steps stay rl_zoo3's",
     )
-    parser.add_argument("--repeat", type=int, default=3, help="rounds; each figure is the median")
+    parser.add_argument("--repeat", type=positive, default=3, help="rounds; each figure is the median")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
