@@ -12,11 +12,14 @@ the end, under benchmarks/phase_timer.py, which times the phases from the inside
                = agent steps played in it (from evaluations.npz)
                  / seconds spent in the tool's evaluation function (dqn's `play`, SB3's `evaluate_policy`)
 
-and prints steps/s for each tool, the ratio dqn / rl_zoo3, each run's peak memory (max RSS), each phase's CPU time
-per env step (all of the process's threads) with the cores each tool kept busy, and the replay buffers' bytes per
-transition. Each round also runs benchmarks/emulator_ceiling.py (the game on ALE's C++ threads
-with no agent at all, then followed by SB3's WarpFrame on every frame, which observations equal to SB3's pixel for
-pixel need) and prints both as multiples of rl_zoo3's warm-up: no tool's warm-up can beat the first here.
+and prints steps/s for each tool, the ratio dqn / rl_zoo3, each run's peak memory (max RSS) and whole wall time
+(start-up and saving included), each phase's CPU time per env step (all of the process's threads) with the cores
+each tool kept busy, and the replay buffers' bytes per transition. Each round also runs
+benchmarks/emulator_ceiling.py (the game on ALE's C++ threads with no agent at all, then followed by SB3's WarpFrame
+on every frame, which observations equal to SB3's pixel for pixel need) and prints both as multiples of rl_zoo3's
+warm-up: no tool's warm-up can beat the first here. dqn starts its first evaluation's seeded resets (ALE reloads the
+ROM: ~0.4 s for 8 games) beside warm-up, so they fall outside the evaluation's timing; the whole run's time counts
+them.
 The machine's speed drifts (each round's ratio is printed), so each figure is the median of `--repeat` rounds, the
 tools alternating within each round so that drift hits both alike. Earlier versions differenced whole runs (a W-step
 run against a W + K-step one), which added start-up and shut-down noise to the drift.
@@ -145,7 +148,7 @@ def measure(tool: str, args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         phases = cwd / "phases.json"
-        _, peak = timed(phase_timed(make(args.env, w + k, w, buffer, args.eval_episodes, n), phases), cwd)
+        seconds, peak = timed(phase_timed(make(args.env, w + k, w, buffer, args.eval_episodes, n), phases), cwd)
         timings = json.loads(phases.read_text())
         playing = sum(timings["evaluations"])
         eval_steps = evaluation_steps(cwd, frames_per_step=4 if tool == "rl_zoo3" else 1)
@@ -157,6 +160,7 @@ def measure(tool: str, args: argparse.Namespace) -> dict[str, float]:
         "eval_steps_per_s": eval_steps / max(playing, 1e-9),
         "eval_seconds_per_episode": playing / args.eval_episodes,
         "peak_rss_mb": peak,
+        "whole_run_seconds": seconds,
         "warmup_cpu_ms_per_step": 1000 * warmup_cpu,
         "train_cpu_ms_per_step": 1000 * training_cpu,
         "eval_cpu_ms_per_step": 1000 * sum(timings["evaluation_cpu"]) / max(eval_steps, 1),
@@ -295,6 +299,7 @@ def main() -> None:
         ("eval steps/s", "eval_steps_per_s", True),
         ("eval s/episode", "eval_seconds_per_episode", False),
         ("peak memory MB", "peak_rss_mb", False),
+        ("whole run s", "whole_run_seconds", False),  # start-up, warm-up, training, evaluation, saving
     ]
     print(f"{'':22}{'rl_zoo3':>12}{'dqn':>12}{'dqn vs rl_zoo3':>18}")
     for label, key, higher_is_better in rows:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -240,6 +241,13 @@ class Game:
         self.monitor.close()
 
 
+class Prepared(NamedTuple):
+    """A game's seeded reset started ahead of time (`AleVecEnv.prepare_reset`): the seed and the reset's frame."""
+
+    seed: int
+    frame: Future[np.ndarray]
+
+
 class AleVecEnv(VecEnv):
     """n games behind SB3's VecEnv API, returning what DummyVecEnv + VecFrameStack + VecTransposeImage return."""
 
@@ -272,6 +280,8 @@ class AleVecEnv(VecEnv):
         self.paused = np.zeros(n_envs, dtype=bool)
         self.queued: np.ndarray | None = None  # the next step's actions, sent as each game's current step is handled
         self.in_flight: np.ndarray | None = None  # actions the emulators are playing before step_async asks for them
+        self.prepared: dict[int, Prepared] = {}  # seeded resets started ahead of the reset that will use them
+        self._side: ThreadPoolExecutor | None = None
 
     @property
     def monitors(self) -> list[Monitor]:
@@ -286,10 +296,6 @@ class AleVecEnv(VecEnv):
     def reset(self) -> np.ndarray:
         self._drain()
         self._open_monitors()
-        for i, game in enumerate(self.games):
-            if self._seeds[i] is not None:
-                game.seed = self._seeds[i]
-            game.was_real_done = True
         self.paused[:] = False
         self.stacked[:] = 0
         self.stacked[:, -1] = self._reset_games()
@@ -298,19 +304,55 @@ class AleVecEnv(VecEnv):
         return self.stacked.copy()
 
     def _reset_games(self) -> list[np.ndarray]:
-        """Every game's reset. A seeded one makes ALE reload the ROM (~0.1 s here, GIL released): those run side
-        by side, which halves the fixed cost of each evaluation with 4 games."""
-        if len(self.games) == 1 or all(game.seed is None for game in self.games):
-            return [game.reset() for game in self.games]
-        from concurrent.futures import ThreadPoolExecutor
+        """Every game's reset, or its prepared one (`prepare_reset`) where that was started with this seed. A seeded
+        reset makes ALE reload the ROM (~0.1 s here, GIL released): those run side by side."""
+        frames: list[Future[np.ndarray] | np.ndarray] = []
+        for i, game in enumerate(self.games):
+            seed, prepared = self._seeds[i], self.prepared.pop(i, None)
+            if prepared is not None and prepared.seed == seed:
+                frames.append(prepared.frame)
+            elif seed is not None and len(self.games) > 1:
+                self._wait(prepared)
+                frames.append(self._start_reset(i, seed))
+            else:
+                self._wait(prepared)
+                game.seed = game.seed if seed is None else seed
+                game.was_real_done = True
+                frames.append(game.reset())
+        return [frame.result() if isinstance(frame, Future) else frame for frame in frames]
 
-        with ThreadPoolExecutor(max_workers=len(self.games)) as pool:
-            return list(pool.map(Game.reset, self.games))
+    @staticmethod
+    def _wait(prepared: Prepared | None) -> None:
+        """Let a prepared reset finish: the game is the caller's once the side thread is done with it."""
+        if prepared is not None:
+            prepared.frame.result()
+
+    def _start_reset(self, i: int, seed: int) -> Future[np.ndarray]:
+        """Game i's reset from `seed` (a new game: ALE reloads the ROM), on a side thread."""
+        game = self.games[i]
+        game.seed, game.was_real_done = seed, True
+        if self._side is None:
+            self._side = ThreadPoolExecutor(max_workers=len(self.games), thread_name_prefix="dqn-ale-reset")
+        return self._side.submit(game.reset)
+
+    def prepare_reset(self, indices: Sequence[int], seed: int) -> None:
+        """Start, now and on side threads, the resets that `seed(seed)` then `reset()` will do for these games, and
+        leave the games out of every step until then (paused). An evaluation calls it for each game as soon as the
+        game has played its share, with the seed of the next evaluation: ALE's ROM reload at a seeded reset (~0.1 s
+        of CPU a game here) then runs beside the games still playing, on cores they leave idle, instead of at the
+        start of the next evaluation. The reset that follows takes the prepared game as it is where its seed is
+        the one prepared, and resets it again where not: the same games either way."""
+        self._drain()
+        for i in indices:
+            self._wait(self.prepared.pop(i, None))
+            self.paused[i] = True
+            self.prepared[i] = Prepared(seed + i, self._start_reset(i, seed + i))  # VecEnv.seed: seed + index
 
     def pause(self, paused: np.ndarray) -> None:
         """Leave these games as they are (not stepped: same observation, no reward, not done) until they are unpaused
         or the env is reset. An evaluation stops playing a game once it has all the episodes it needs from it."""
         self.paused = np.asarray(paused, dtype=bool).reshape(self.num_envs).copy()
+        self.paused[list(self.prepared)] = True  # being reset on a side thread (`prepare_reset`)
 
     def queue_next(self, actions: np.ndarray) -> None:
         """Announce the next vector step's actions while this one runs (random warm-up actions do not depend on the
@@ -379,6 +421,11 @@ class AleVecEnv(VecEnv):
 
     def close(self) -> None:
         self._drain()
+        for prepared in self.prepared.values():
+            self._wait(prepared)
+        self.prepared.clear()
+        if self._side is not None:
+            self._side.shutdown()
         for game in self.games:
             game.close()
 

@@ -12,7 +12,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from dqn_cli import checkpoint
 from dqn_cli.agent import StopRequest
-from dqn_cli.play import EvaluationAborted, play
+from dqn_cli.play import EvaluationAborted, play, prepare_resets
 from dqn_cli.rundir import BEST_MODEL, EVALUATIONS
 
 
@@ -81,8 +81,16 @@ class EvalCallback(BaseCallback):
             self.last = (float(np.mean(self.results[-1])), float(np.std(self.results[-1])))
 
     @property
+    def another_evaluation_follows(self) -> bool:
+        next_at = self.schedule.next_at
+        return next_at is not None and next_at <= self.model._total_timesteps
+
+    @property
     def best_mean(self) -> float:
         return max((float(np.mean(r)) for r in self.results), default=-np.inf)
+
+    def _on_training_start(self) -> None:
+        prepare_resets(self.eval_env, self.seed)  # the first evaluation's, beside warm-up
 
     def _on_step(self) -> bool:
         return True
@@ -97,7 +105,13 @@ class EvalCallback(BaseCallback):
     def evaluate(self) -> None:
         try:
             episodes = play(
-                self.model, self.eval_env, self.episodes, epsilon=self.epsilon, seed=self.seed, stop=self.stop
+                self.model,
+                self.eval_env,
+                self.episodes,
+                epsilon=self.epsilon,
+                seed=self.seed,
+                stop=self.stop,
+                again=self.another_evaluation_follows,
             )
         except EvaluationAborted:
             return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 from typing import Protocol as TypingProtocol
@@ -73,6 +73,14 @@ def greedy(model: Predictor, observations: np.ndarray) -> np.ndarray:
     return actions if actions is not None else np.asarray(model.predict(observations, deterministic=True)[0])
 
 
+def prepare_resets(env: VecEnv, seed: int, indices: Sequence[int] | None = None) -> None:
+    """Start the seeded resets of the next `play` with this seed now, where the env can (dqn's native Atari env:
+    `AleVecEnv.prepare_reset`), so that they run beside whatever comes first (warm-up, the games still playing)."""
+    prepare = getattr(env.unwrapped, "prepare_reset", None)
+    if prepare is not None:
+        prepare(range(env.num_envs) if indices is None else indices, seed)
+
+
 def games_side_by_side(requested: int, episodes: int) -> int:
     """`requested`, or (0) one game per episode up to 8: more games than episodes would only play unused games."""
     return requested or min(episodes, MAX_SIDE_BY_SIDE)
@@ -87,13 +95,16 @@ def play(
     seed: int,
     stop: StopRequest | None = None,
     on_episode: Callable[[int, float, int], None] | None = None,
+    again: bool = False,
 ) -> Episodes:
     """Play `episodes` episodes, ε-greedy on the model's greedy action, from a fixed seed.
 
     Episodes are spread evenly over the env's copies (as SB3's `evaluate_policy` does), so that short episodes
     from one copy do not crowd out the others. The same model, env and seed give the same result. A copy that has
     played its share is left out of the forward pass and, where the env can pause it (dqn's native Atari env), no
-    longer stepped: the last games of an evaluation do not carry idle ones.
+    longer stepped: the last games of an evaluation do not carry idle ones. With `again` (another evaluation with
+    this env and seed will follow), such a game's seeded reset for that evaluation starts right away, beside the
+    games still playing (`AleVecEnv.prepare_reset`).
     """
     n_envs = env.num_envs
     targets = np.array([(episodes + i) // n_envs for i in range(n_envs)])
@@ -128,4 +139,6 @@ def play(
                 if on_episode is not None:
                     on_episode(len(returns), returns[-1], lengths[-1])
             running[i], steps[i] = 0.0, 0
+        if again and (done := np.flatnonzero(active & (counts >= targets))).size:
+            prepare_resets(env, seed, done.tolist())
     return Episodes(np.array(returns), np.array(lengths))

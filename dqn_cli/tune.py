@@ -249,7 +249,7 @@ def _trial_callback(trial: Any, eval_env: Any, spec: TuneSpec) -> Any:
     """Evaluates `n_evaluations` times, reports each mean to the pruner, and stops the trial when it says so."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from dqn_cli.play import play
+    from dqn_cli.play import play, prepare_resets
 
     every = max(spec.trial_timesteps // spec.n_evaluations, 1)
 
@@ -258,6 +258,9 @@ def _trial_callback(trial: Any, eval_env: Any, spec: TuneSpec) -> Any:
             super().__init__()
             self.next_at, self.step, self.pruned = every, 0, False
             self.last_mean: float | None = None
+
+        def _on_training_start(self) -> None:
+            prepare_resets(eval_env, spec.seed)  # the first evaluation's, beside warm-up
 
         def _on_step(self) -> bool:
             return True
@@ -272,7 +275,8 @@ def _trial_callback(trial: Any, eval_env: Any, spec: TuneSpec) -> Any:
                 self._evaluate()  # the last evaluation falls on the final step
 
         def _evaluate(self) -> None:
-            episodes = play(self.model, eval_env, spec.eval_episodes, epsilon=0.01, seed=spec.seed)
+            again = self.step + 1 < spec.n_evaluations
+            episodes = play(self.model, eval_env, spec.eval_episodes, epsilon=0.01, seed=spec.seed, again=again)
             self.last_mean = episodes.mean
             trial.report(episodes.mean, self.step)
             self.step += 1

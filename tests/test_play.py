@@ -90,3 +90,40 @@ def test_greedy_actions_are_sb3s_deterministic_predictions(dueling: bool) -> Non
     assert greedy_actions(model.policy, obs.astype(np.float32)) is None
     assert np.array_equal(greedy(model, obs.transpose(0, 2, 3, 1)), sb3)
     assert greedy_actions(PixelPolicy(), obs) is None
+
+
+def test_prepared_resets_give_the_seeded_resets_games() -> None:
+    def frames(venv: AleVecEnv, seed: int) -> list[np.ndarray]:
+        venv.seed(seed)
+        shown = [venv.reset()]
+        shown += [venv.step(np.array([t % 4, (t + 1) % 4]))[0] for t in range(40)]
+        return shown
+
+    fresh = breakout(2)
+    expected = frames(fresh, 4)
+    fresh.close()
+    venv = breakout(2)
+    frames(venv, 9)  # games in play, then reset ahead of time for seed 4
+    venv.prepare_reset([0, 1], 4)
+    assert venv.paused.all() and {i: p.seed for i, p in venv.prepared.items()} == {0: 4, 1: 5}
+    assert all(np.array_equal(a, b) for a, b in zip(frames(venv, 4), expected, strict=True))
+    assert not venv.prepared, "the next reset takes the prepared games"
+    venv.prepare_reset([1], 7)  # a seed the next reset does not ask for: the game is reset again
+    assert all(np.array_equal(a, b) for a, b in zip(frames(venv, 4), expected, strict=True))
+    venv.prepare_reset([0], 4)
+    venv.close()  # waits for the side thread before closing the emulator
+
+
+def test_an_evaluation_followed_by_another_prepares_its_resets() -> None:
+    policy = PixelPolicy()
+    fresh = breakout(2)
+    expected = play(policy, fresh, 3, epsilon=0.1, seed=4)
+    fresh.close()
+    venv = breakout(2)
+    results = []
+    for again in (True, True, False):
+        results.append(play(policy, venv, 3, epsilon=0.1, seed=4, again=again))
+        assert sorted(venv.prepared) == ([0, 1] if again else []), "each game once it has played its share"
+    venv.close()
+    for result in results:
+        assert np.array_equal(result.returns, expected.returns) and np.array_equal(result.lengths, expected.lengths)

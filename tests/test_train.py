@@ -75,6 +75,17 @@ def test_atari_evaluations_play_full_games_unclipped(atari_run: Path) -> None:
         assert (data["ep_lengths"] > 200).all()
 
 
+def test_the_last_evaluation_scores_what_dqn_eval_scores(atari_run: Path, dqn) -> None:
+    # Its seeded reset was prepared during the evaluation before it, which was prepared at the start of training
+    # (AleVecEnv.prepare_reset): the same game as `dqn eval` plays with the final model and the run's seed.
+    done = dqn("eval", "--run", str(atari_run / RUN), "--episodes", "1", "--seed", "1", "--json")
+    assert done.code == 0, done.err
+    result = json.loads(done.out)
+    with np.load(atari_run / RUN / "evaluations.npz") as data:
+        assert result["num_timesteps"] == data["timesteps"][-1] == 2000
+        assert result["returns"] == list(data["results"][-1]) and result["lengths"] == list(data["ep_lengths"][-1])
+
+
 def test_rl_zoo3_enjoy_plays_our_run(atari_run: Path) -> None:
     cmd = [sys.executable, "-m", "rl_zoo3.enjoy", "--algo", "dqn", "--env", "SpaceInvadersNoFrameskip-v4", "-f", "logs/",
            "--exp-id", "1", "--no-render", "-n", "300"]  # fmt: skip
