@@ -143,7 +143,6 @@ class Game:
         self.current_lives = 0  # ALE's count after the latest step or reset (EpisodicLifeEnv reads it at reset)
         self.noops = 0  # single-frame no-ops at the last new game
         self.last_episode: dict[str, float] | None = None
-        self._strength = np.ones(1, dtype=np.float32)
 
     def _meanings_with(self, name: str) -> list[int]:
         from ale_py import Action
@@ -153,7 +152,8 @@ class Game:
 
     # -- the emulator ------------------------------------------------------------------------------------------
     def send(self, action: int) -> None:
-        self.ale.ale.send(np.array([action], dtype=np.int64), self._strength)
+        # Python lists, not numpy arrays: ALE's binding converts them element by element, ~10 us less a call here
+        self.ale.ale.send([action], [1.0])  # type: ignore[arg-type]  # its stub says ndarray; it takes sequences
 
     def recv(self) -> Step:
         obs, reward, terminated, _, info = self.ale.ale.recv()
