@@ -90,7 +90,9 @@ class EvalCallback(BaseCallback):
         return max((float(np.mean(r)) for r in self.results), default=-np.inf)
 
     def _on_training_start(self) -> None:
-        prepare_resets(self.eval_env, self.seed)  # the first evaluation's, beside warm-up
+        first_at = (self.num_timesteps // self.schedule.period + 1) * self.schedule.period
+        if first_at <= self.model._total_timesteps:  # an evaluation will come: start its resets, beside warm-up
+            prepare_resets(self.eval_env, self.seed)
 
     def _on_step(self) -> bool:
         return True

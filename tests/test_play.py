@@ -127,3 +127,32 @@ def test_an_evaluation_followed_by_another_prepares_its_resets() -> None:
     venv.close()
     for result in results:
         assert np.array_equal(result.returns, expected.returns) and np.array_equal(result.lengths, expected.lengths)
+
+
+def test_training_prepares_the_first_evaluation_only_when_one_will_come(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from dqn_cli.agent import StopRequest
+    from dqn_cli.callbacks import EvalCallback
+
+    class Recording:
+        num_envs = 2
+
+        def __init__(self) -> None:
+            self.unwrapped, self.calls = self, []
+
+        def prepare_reset(self, indices, seed: int) -> None:
+            self.calls.append((list(indices), seed))
+
+    for resumed_at, total, expected in (
+        (0, 999, []),
+        (0, 1000, [([0, 1], 3)]),
+        (1500, 1999, []),
+        (1500, 2000, [([0, 1], 3)]),
+    ):
+        env = Recording()
+        callback = EvalCallback(env, tmp_path, eval_freq=1000, episodes=2, epsilon=0.01, seed=3, stop=StopRequest())
+        callback.model = SimpleNamespace(_total_timesteps=total)
+        callback.num_timesteps = resumed_at
+        callback._on_training_start()
+        assert env.calls == expected, (resumed_at, total)
