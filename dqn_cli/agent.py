@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import types
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,7 +53,12 @@ class DQNAgent(DQN):
     _next_random: np.ndarray | None = None  # the next warm-up step's actions, drawn ahead (`_sample_action`)
 
     def _setup_model(self) -> None:
-        super()._setup_model()
+        with warnings.catch_warnings():
+            if (self.replay_buffer_kwargs or {}).get("n_steps") == self.n_steps:  # dqn's buffers take it this way
+                warnings.filterwarnings(
+                    "ignore", message=r"`n_steps=\d+` is ignored because a custom", category=UserWarning
+                )
+            super()._setup_model()
         fast_memory_format(self.policy)
         switch_mode_only_on_change(self.policy)
 

@@ -197,10 +197,13 @@ def test_prioritized_compact_buffer_samples_match_its_slots() -> None:
     assert buffer.max_priority == pytest.approx(5.0 + buffer.eps)
 
 
-def test_atari_training_with_every_switch(dqn, workdir: Path) -> None:
+def test_atari_training_with_every_switch(dqn, workdir: Path, recwarn: pytest.WarningsRecorder) -> None:
     result = dqn("train", "--env", "SpaceInvaders", "-n", "400", "--set", "learning_starts=100", "--set", "buffer_size=400",
                  "--set", "double_q=true", "--set", "dueling=true", "--set", "prioritized_replay=true", "--set", "n_steps=3",
                  "--eval-freq", "0", "--seed", "0", "--no-progress", "--no-tensorboard")  # fmt: skip
     assert result.code == 0, result.err
     model = DQN.load(workdir / "logs/dqn/SpaceInvadersNoFrameskip-v4_1/SpaceInvadersNoFrameskip-v4.zip", buffer_size=1)
     assert model._n_updates == 300 // 4 and type(model.policy).__name__ == "DuelingCnnPolicy"
+    assert model.replay_buffer_kwargs["n_steps"] == 3
+    # SB3 warns that n_steps "is ignored" with a custom buffer class; dqn's compact buffers take it in their kwargs
+    assert not [w for w in recwarn if "is ignored because a custom" in str(w.message)]
