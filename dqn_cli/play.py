@@ -65,12 +65,22 @@ class Episodes:
 MAX_SIDE_BY_SIDE = 8
 
 
-def greedy(model: Predictor, observations: np.ndarray) -> np.ndarray:
-    """The model's greedy actions for a batch: straight from its Q-network where it has one (`greedy_actions`)."""
+def greedy(model: Predictor, observations: np.ndarray, q_values: Any = None) -> np.ndarray:
+    """The model's greedy actions for a batch: straight from its Q-network where it has one (`greedy_actions`), or
+    from `q_values` (a `PackedQNetwork` of it) where given."""
     from dqn_cli.policies import greedy_actions
 
-    actions = greedy_actions(getattr(model, "policy", model), observations)
+    actions = greedy_actions(getattr(model, "policy", model), observations, q_values)
     return actions if actions is not None else np.asarray(model.predict(observations, deterministic=True)[0])
+
+
+def greedy_player(model: Predictor, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """`greedy` for the length of one `play`, in which the weights stay fixed: on the Q-network's weights packed
+    once for oneDNN where that works (`policies.PackedQNetwork`: 1.3-1.5x faster at 8 games here)."""
+    from dqn_cli.policies import packed_q_network
+
+    packed = packed_q_network(getattr(model, "policy", model), batch_size)
+    return lambda observations: greedy(model, observations, packed)
 
 
 def prepare_resets(env: VecEnv, seed: int, indices: Sequence[int] | None = None) -> None:
@@ -117,13 +127,14 @@ def play(
     env.seed(seed)
     obs = env.reset()
     pause = getattr(env.unwrapped, "pause", None)
+    choose = greedy_player(model, n_envs)
     while (active := counts < targets).any():
         if stop is not None and stop.requested:
             raise EvaluationAborted
         if pause is not None:
             pause(~active)
         actions = np.zeros(n_envs, dtype=np.int64)
-        actions[active] = greedy(model, np.asarray(obs)[active])
+        actions[active] = choose(np.asarray(obs)[active])
         explore = rng.random(n_envs) < epsilon
         if explore.any():
             actions = np.where(explore, rng.integers(env.action_space.n, size=n_envs), actions)  # type: ignore[attr-defined]

@@ -29,7 +29,9 @@ class DuelingQNetwork(QNetwork):
         self.value = nn.Sequential(*create_mlp(self.features_dim, 1, hidden, self.activation_fn))
 
     def forward(self, obs: Any) -> th.Tensor:
-        features = self.extract_features(obs, self.features_extractor)
+        return self.q_values(self.extract_features(obs, self.features_extractor))
+
+    def q_values(self, features: th.Tensor) -> th.Tensor:
         advantage = self.advantage(features)
         return self.value(features) + advantage - advantage.mean(dim=1, keepdim=True)
 
@@ -67,13 +69,14 @@ def policy_class(name: str, dueling: bool) -> Any:
     return DuelingCnnPolicy if name == "CnnPolicy" else DuelingMlpPolicy
 
 
-def greedy_actions(policy: Any, observation: Any) -> np.ndarray | None:
+def greedy_actions(policy: Any, observation: Any, q_values: Any = None) -> np.ndarray | None:
     """argmax_a Q(s, a) for a batch of observations: what SB3's `policy.predict(batch, deterministic=True)` returns,
     without its per-call work (training-mode switch over every module, observation checks and reshapes), with
     images handed to the convolutions channels-last on CPU, the layout their weights have there, and under
     `inference_mode` (no autograd bookkeeping at all). For 8 Atari games: 2.3 ms per call through `predict`, 2.0
     with the direct argmax, 1.66 with `inference_mode` instead of `no_grad` (1.74; medians of 380 alternating
-    calls). The actions are the same (`tests/test_play.py`).
+    calls). The actions are the same (`tests/test_play.py`). `q_values`, a `PackedQNetwork` of the policy's
+    Q-network, takes its place in the forward pass.
 
     None when `policy` is not a Q-network policy or the batch is not one SB3 would pass through unchanged (another
     shape or dtype, a dict, channel-last images it would transpose): the caller then asks `predict`.
@@ -90,4 +93,95 @@ def greedy_actions(policy: Any, observation: Any) -> np.ndarray | None:
         obs = th.as_tensor(observation, device=policy.device)
         if obs.dim() == 4 and obs.device.type == "cpu":
             obs = obs.contiguous(memory_format=th.channels_last)
-        return q_net(obs).argmax(dim=1).cpu().numpy()
+        return (q_net if q_values is None else q_values)(obs).argmax(dim=1).cpu().numpy()
+
+
+def _packable(q_net: Any) -> bool:
+    """A Q-network on CPU whose features are SB3's Nature CNN (convolutions, ReLUs, a flatten, a linear layer), with
+    oneDNN's fused kernels in this torch: what `PackedQNetwork` computes."""
+    from stable_baselines3.common.torch_layers import NatureCNN
+
+    if not isinstance(q_net, QNetwork) or not isinstance(q_net.features_extractor, NatureCNN):
+        return False
+    if q_net.device.type != "cpu" or not th.backends.mkldnn.is_available():
+        return False
+    if not all(hasattr(th.ops.mkldnn, op) for op in _ONEDNN_OPS):
+        return False
+    layers = [*q_net.features_extractor.cnn, *q_net.features_extractor.linear]
+    return all(type(layer) in (nn.Conv2d, nn.ReLU, nn.Flatten, nn.Linear) for layer in layers) and all(
+        layer.groups == 1 and layer.padding_mode == "zeros" for layer in layers if isinstance(layer, nn.Conv2d)
+    )
+
+
+_ONEDNN_OPS = ("_reorder_convolution_weight", "_convolution_pointwise", "_reorder_linear_weight", "_linear_pointwise")
+
+
+class PackedQNetwork:
+    """A Q-network's forward pass for weights that stay fixed while it is used (one evaluation), on oneDNN's kernels
+    with the weights reordered once into the blocked layouts those kernels read, and each ReLU fused into the layer
+    before it. Torch's ordinary path reorders the convolutions' weights at every call and runs the 3136x512 linear
+    layer through MKL, which took 0.46 ms at a batch of 8 here on one thread or two (oneDNN with the packed weight:
+    0.26 and 0.16 ms). `benchmarks/eval_forward.py` times whole forward passes both ways.
+
+    The convolutions give bit for bit what torch's do (the same oneDNN kernels); the linear layer's sums run in
+    another order (Q-values within ~1e-6), so an action can differ from SB3's `predict` only where two Q-values tie
+    to that precision. The heads after the features (one linear layer, or the dueling streams) run as they are.
+    Built by `packed_q_network`; stale once the weights change (a training step): build it again then.
+    """
+
+    def __init__(self, q_net: QNetwork, batch_size: int) -> None:
+        self.q_net = q_net
+        self.normalize = bool(q_net.normalize_images)
+        self.steps: list[tuple[str, Any, Any]] = []
+        shape = [batch_size, *q_net.observation_space.shape]  # type: ignore[misc]
+        extractor: Any = q_net.features_extractor  # a NatureCNN (`_packable`)
+        layers = [*extractor.cnn, *extractor.linear]
+        with th.inference_mode():
+            for i, layer in enumerate(layers):
+                fused = "relu" if i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU) else "none"
+                if isinstance(layer, nn.Conv2d):
+                    self.steps.append(("conv", self._conv(layer, shape), fused))
+                    shape = [batch_size, *layer(th.zeros(1, *shape[1:])).shape[1:]]
+                elif isinstance(layer, nn.Linear):
+                    weight = th.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), batch_size)
+                    self.steps.append(("linear", (weight, layer.bias.detach()), fused))
+                elif isinstance(layer, nn.Flatten):
+                    self.steps.append(("flatten", None, "none"))
+        self.head = q_net.q_values if isinstance(q_net, DuelingQNetwork) else q_net.q_net
+
+    @staticmethod
+    def _conv(layer: nn.Conv2d, shape: list[int]) -> tuple[Any, ...]:
+        geometry = (list(layer.padding), list(layer.stride), list(layer.dilation), layer.groups)
+        weight = th.ops.mkldnn._reorder_convolution_weight(layer.weight.detach(), *geometry, shape)
+        bias = None if layer.bias is None else layer.bias.detach()
+        return (weight, bias, *geometry)
+
+    def __call__(self, observation: th.Tensor) -> th.Tensor:
+        """Q-values of a batch of uint8 images (N, C, H, W), under `inference_mode`."""
+        with th.inference_mode():
+            x = observation.contiguous(memory_format=th.channels_last).float()
+            if self.normalize:
+                x = x / 255.0  # SB3's preprocess_obs for images
+            for kind, args, fused in self.steps:
+                if kind == "conv":
+                    weight, bias, padding, stride, dilation, groups = args
+                    x = th.ops.mkldnn._convolution_pointwise(
+                        x, weight, bias, padding, stride, dilation, groups, fused, [None], ""
+                    )
+                elif kind == "linear":
+                    x = th.ops.mkldnn._linear_pointwise(x, *args, fused, [None], "")
+                else:
+                    x = x.flatten(1)
+            return self.head(x)
+
+
+def packed_q_network(policy: Any, batch_size: int) -> PackedQNetwork | None:
+    """A `PackedQNetwork` of `policy`'s Q-network for batches of up to `batch_size`, or None where there is none
+    (not a DQN policy, another features extractor, a GPU, a torch without oneDNN's fused kernels)."""
+    q_net = getattr(policy, "q_net", None)
+    if q_net is None or not _packable(q_net):
+        return None
+    try:
+        return PackedQNetwork(q_net, batch_size)
+    except RuntimeError:  # oneDNN refused the layout: the ordinary path
+        return None

@@ -59,23 +59,35 @@ def test_finished_games_are_neither_stepped_nor_predicted(monkeypatch: pytest.Mo
         assert live_unpaused > live
 
 
+def atari_model(dueling: bool, n_envs: int = 1) -> Any:
+    """A DQN on SpaceInvaders' native env with weights far from initialisation (distinct greedy actions per image)."""
+    import torch as th
+
+    from dqn_cli import agent, envs, hyperparams
+
+    info = envs.resolve("SpaceInvaders")
+    overrides = ["buffer_size=200", "learning_starts=40", f"dueling={dueling}", f"n_envs={n_envs}"]
+    hp, _ = hyperparams.resolve(info, None, overrides)
+    model = agent.build(
+        hp, envs.make_vec_env(info, hp, seed=1, n_envs=n_envs), seed=1, device="cpu", tensorboard_log=None
+    )
+    generator = th.Generator().manual_seed(0)
+    with th.no_grad():
+        for param in model.q_net.parameters():
+            param.copy_(th.randn(param.shape, generator=generator) * 0.05)
+    return model
+
+
 @pytest.mark.parametrize("dueling", [False, True])
 def test_greedy_actions_are_sb3s_deterministic_predictions(dueling: bool) -> None:
     """The Q-network's argmax taken directly (`greedy_actions`) is what SB3's `predict` returns, bit for bit."""
     import torch as th
 
-    from dqn_cli import agent, envs, hyperparams
     from dqn_cli.play import greedy
     from dqn_cli.policies import greedy_actions
 
-    info = envs.resolve("SpaceInvaders")
-    hp, _ = hyperparams.resolve(info, None, ["buffer_size=200", "learning_starts=40", f"dueling={dueling}"])
-    model = agent.build(hp, envs.make_vec_env(info, hp, seed=1, n_envs=1), seed=1, device="cpu", tensorboard_log=None)
+    model = atari_model(dueling)
     obs = np.random.default_rng(0).integers(0, 256, (64, 4, 84, 84), dtype=np.uint8)
-    generator = th.Generator().manual_seed(0)
-    with th.no_grad():  # weights far from initialisation, so that the images get different greedy actions
-        for param in model.q_net.parameters():
-            param.copy_(th.randn(param.shape, generator=generator) * 0.05)
     model.policy.set_training_mode(True)  # as a rollout finds it after a training step
     ours = greedy_actions(model.policy, obs)
     assert ours is not None and not model.policy.training
@@ -90,6 +102,65 @@ def test_greedy_actions_are_sb3s_deterministic_predictions(dueling: bool) -> Non
     assert greedy_actions(model.policy, obs.astype(np.float32)) is None
     assert np.array_equal(greedy(model, obs.transpose(0, 2, 3, 1)), sb3)
     assert greedy_actions(PixelPolicy(), obs) is None
+
+
+@pytest.mark.parametrize("dueling", [False, True])
+def test_the_packed_q_network_computes_the_q_networks_values(dueling: bool) -> None:
+    """`PackedQNetwork` (oneDNN, weights reordered once): the Q-network's values to float precision, SB3's greedy
+    actions, for batches smaller and larger than the one it was packed for."""
+    import torch as th
+
+    from dqn_cli.policies import packed_q_network
+
+    model = atari_model(dueling)
+    packed = packed_q_network(model.policy, 8)
+    assert packed is not None
+    for size in (1, 3, 8, 64):
+        obs = np.random.default_rng(size).integers(0, 256, (size, 4, 84, 84), dtype=np.uint8)
+        with th.no_grad():
+            expected = model.q_net(th.as_tensor(obs))
+        got = packed(th.as_tensor(obs))
+        assert got.shape == expected.shape and th.allclose(got, expected, rtol=1e-5, atol=1e-5)
+        assert np.array_equal(got.argmax(dim=1).numpy(), model.policy.predict(obs, deterministic=True)[0])
+    assert len(set(got.argmax(dim=1).tolist())) > 1, "distinct actions, so the comparison can fail"
+    with th.no_grad():  # weights packed once: a later change is not seen (play packs at every call)
+        model.q_net.features_extractor.linear[0].weight.mul_(2.0)
+    assert not th.allclose(packed(th.as_tensor(obs)), model.q_net(th.as_tensor(obs)), atol=1e-3)
+
+
+def test_only_nature_cnn_q_networks_on_cpu_are_packed() -> None:
+    from stable_baselines3 import DQN
+
+    from dqn_cli.policies import packed_q_network
+
+    cartpole = DQN("MlpPolicy", "CartPole-v1", device="cpu")
+    assert packed_q_network(cartpole.policy, 8) is None
+    assert packed_q_network(PixelPolicy(), 8) is None
+    model = atari_model(False)
+    assert packed_q_network(model.policy, 8) is not None
+    model.policy.q_net.features_extractor.cnn[0].padding_mode = "circular"
+    assert packed_q_network(model.policy, 8) is None
+
+
+def test_evaluations_on_the_packed_network_play_the_same_games(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`play` on the packed Q-network (the default) and on the Q-network itself: the same episodes."""
+    from dqn_cli import policies
+
+    model = atari_model(False, n_envs=4)
+    packed_calls: list[int] = []
+    pack = policies.packed_q_network
+
+    def counted(policy: Any, batch_size: int) -> Any:
+        packed_calls.append(batch_size)
+        return pack(policy, batch_size)
+
+    monkeypatch.setattr(policies, "packed_q_network", counted)
+    packed = play(model, model.get_env(), 6, epsilon=0.05, seed=3)
+    assert packed_calls == [4]
+    monkeypatch.setattr(policies, "packed_q_network", lambda policy, batch_size: None)
+    plain = play(model, model.get_env(), 6, epsilon=0.05, seed=3)
+    assert np.array_equal(packed.returns, plain.returns) and np.array_equal(packed.lengths, plain.lengths)
+    assert len(set(plain.lengths.tolist())) > 1
 
 
 def test_prepared_resets_give_the_seeded_resets_games() -> None:
