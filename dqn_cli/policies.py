@@ -177,11 +177,18 @@ class PackedQNetwork:
 
 def packed_q_network(policy: Any, batch_size: int) -> PackedQNetwork | None:
     """A `PackedQNetwork` of `policy`'s Q-network for batches of up to `batch_size`, or None where there is none
-    (not a DQN policy, another features extractor, a GPU, a torch without oneDNN's fused kernels)."""
+    (not a DQN policy, another features extractor, a GPU, a torch without oneDNN's fused kernels) or where, on two
+    random images, it does not give the Q-network's values (a platform whose kernels differ): the caller then uses
+    the Q-network itself."""
     q_net = getattr(policy, "q_net", None)
     if q_net is None or not _packable(q_net):
         return None
+    space = q_net.observation_space
+    probe = th.randint(0, 256, (2, *space.shape), generator=th.Generator().manual_seed(0)).to(th.uint8)
     try:
-        return PackedQNetwork(q_net, batch_size)
-    except RuntimeError:  # oneDNN refused the layout: the ordinary path
+        packed = PackedQNetwork(q_net, batch_size)
+        with th.inference_mode():
+            agrees = th.allclose(packed(probe), q_net(probe), rtol=1e-4, atol=1e-4)
+    except RuntimeError:  # oneDNN refused the layout
         return None
+    return packed if agrees else None

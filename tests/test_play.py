@@ -142,6 +142,24 @@ def test_only_nature_cnn_q_networks_on_cpu_are_packed() -> None:
     assert packed_q_network(model.policy, 8) is None
 
 
+def test_a_packed_network_that_disagrees_with_the_q_network_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels that compute something else on some platform: `packed_q_network` checks and falls back."""
+    from dqn_cli import policies
+
+    model = atari_model(False)
+    call = policies.PackedQNetwork.__call__
+    monkeypatch.setattr(policies.PackedQNetwork, "__call__", lambda self, obs: call(self, obs) * 1.001)
+    assert policies.packed_q_network(model.policy, 8) is None
+
+    def refused(self: Any, obs: Any) -> Any:
+        raise RuntimeError("could not create a primitive")
+
+    monkeypatch.setattr(policies.PackedQNetwork, "__call__", refused)
+    assert policies.packed_q_network(model.policy, 8) is None
+    monkeypatch.setattr(policies.PackedQNetwork, "__call__", call)
+    assert policies.packed_q_network(model.policy, 8) is not None
+
+
 def test_evaluations_on_the_packed_network_play_the_same_games(monkeypatch: pytest.MonkeyPatch) -> None:
     """`play` on the packed Q-network (the default) and on the Q-network itself: the same episodes."""
     from dqn_cli import policies
