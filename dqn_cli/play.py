@@ -206,9 +206,10 @@ def _play_step_by_step(
     pause: Callable[[np.ndarray], None] | None,
     stop: StopRequest | None,
     on_episode: Callable[[int, float, int], None] | None,
+    step: int = 0,
 ) -> None:
-    """One vector step after another: every game still owing episodes in one forward pass, then in one step."""
-    step = 0
+    """One vector step after another, from step `step`: every game still owing episodes in one forward pass, then
+    in one step."""
     while (active := evaluation.active()).any():
         _check_stop(stop)
         if pause is not None:
@@ -243,24 +244,25 @@ def _play_in_halves(
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads - len(halves[0])))
     try:
-        live = halves[0][evaluation.active()[halves[0]]]
-        actions = evaluation.actions(choose, obs, live, 0)
         half = 0
-        while live.size or evaluation.active().any():
+        live = halves[half][evaluation.active()[halves[half]]]
+        actions = evaluation.actions(choose, obs, live, 0)
+        while live.size:
             _check_stop(stop)
-            if live.size:
-                playing = np.ones(env.num_envs, dtype=bool)
-                playing[live] = False
-                pause(playing)
-                env.step_async(actions)
+            playing = np.ones(env.num_envs, dtype=bool)
+            playing[live] = False
+            pause(playing)
+            env.step_async(actions)
             other = 1 - half
             next_live = halves[other][evaluation.active()[halves[other]]]
             next_actions = evaluation.actions(choose, obs, next_live, steps[other])
-            if live.size:
-                new_obs, rewards, dones, infos = env.step_wait()
-                obs[live] = new_obs[live]
-                evaluation.record(live, rewards, dones, infos, on_episode)
-                steps[half] += 1
+            new_obs, rewards, dones, infos = env.step_wait()
+            obs[live] = new_obs[live]
+            evaluation.record(live, rewards, dones, infos, on_episode)
+            steps[half] += 1
+            if not next_live.size:  # the other half is done: the rest, all of this half, at this half's step
+                break
             half, live, actions = other, next_live, next_actions
     finally:
         torch.set_num_threads(threads)
+    _play_step_by_step(env, evaluation, choose, obs, pause, stop, on_episode, step=steps[half])
