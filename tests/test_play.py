@@ -181,37 +181,6 @@ def test_evaluations_on_the_packed_network_play_the_same_games(monkeypatch: pyte
     assert len(set(plain.lengths.tolist())) > 1
 
 
-@pytest.mark.parametrize(("n_envs", "episodes", "epsilon"), [(2, 5, 0.1), (3, 4, 0.3), (4, 9, 0.05)])
-def test_games_in_halves_play_the_step_by_step_episodes(
-    monkeypatch: pytest.MonkeyPatch, n_envs: int, episodes: int, epsilon: float
-) -> None:
-    """The two halves taking turns (the default where the env can pause games) and the step-by-step loop: the same
-    episodes, ended in the same order, with ε's draws, games that play several episodes, and halves that finish
-    at different times; torch's thread count is given back."""
-    import torch
-
-    from dqn_cli import play as play_module
-
-    def episodes_of(venv: AleVecEnv) -> list[tuple[int, float, int]]:
-        ended: list[tuple[int, float, int]] = []
-        play(PixelPolicy(), venv, episodes, epsilon=epsilon, seed=4, on_episode=lambda *e: ended.append(e))
-        venv.close()
-        return ended
-
-    threads = torch.get_num_threads()
-    halves_used: list[int] = []
-    in_halves = play_module._play_in_halves
-    monkeypatch.setattr(play_module, "_play_in_halves", lambda env, *a: halves_used.append(1) or in_halves(env, *a))
-    by_halves = episodes_of(breakout(n_envs))
-    assert halves_used and torch.get_num_threads() == threads
-    monkeypatch.setattr(play_module, "_play_in_halves", lambda env, ev, choose, obs, pause, stop, on_episode: (
-        play_module._play_step_by_step(env, ev, choose, obs, pause, stop, on_episode)
-    ))  # fmt: skip
-    step_by_step = episodes_of(breakout(n_envs))
-    assert by_halves == step_by_step and len(by_halves) == episodes
-    assert len({length for _, _, length in by_halves}) > 1, "episodes of different lengths"
-
-
 def test_prepared_resets_give_the_seeded_resets_games() -> None:
     def frames(venv: AleVecEnv, seed: int) -> list[np.ndarray]:
         venv.seed(seed)
