@@ -107,10 +107,15 @@ def _packable(q_net: Any) -> bool:
         return False
     if not all(hasattr(th.ops.mkldnn, op) for op in _ONEDNN_OPS):
         return False
-    layers = [*q_net.features_extractor.cnn, *q_net.features_extractor.linear]
+    layers = _feature_layers(q_net)
     return all(type(layer) in (nn.Conv2d, nn.ReLU, nn.Flatten, nn.Linear) for layer in layers) and all(
         layer.groups == 1 and layer.padding_mode == "zeros" for layer in layers if isinstance(layer, nn.Conv2d)
     )
+
+
+def _feature_layers(q_net: Any) -> list[nn.Module]:
+    """The Nature CNN's layers in the order its forward pass runs them: the convolutions', then the linear ones."""
+    return [*q_net.features_extractor.cnn, *q_net.features_extractor.linear]
 
 
 _ONEDNN_OPS = ("_reorder_convolution_weight", "_convolution_pointwise", "_reorder_linear_weight", "_linear_pointwise")
@@ -130,12 +135,10 @@ class PackedQNetwork:
     """
 
     def __init__(self, q_net: QNetwork, batch_size: int) -> None:
-        self.q_net = q_net
         self.normalize = bool(q_net.normalize_images)
         self.steps: list[tuple[str, Any, Any]] = []
         shape = [batch_size, *q_net.observation_space.shape]  # type: ignore[misc]
-        extractor: Any = q_net.features_extractor  # a NatureCNN (`_packable`)
-        layers = [*extractor.cnn, *extractor.linear]
+        layers = _feature_layers(q_net)
         with th.inference_mode():
             for i, layer in enumerate(layers):
                 fused = "relu" if i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU) else "none"

@@ -174,7 +174,9 @@ def test_evaluations_on_the_packed_network_play_the_same_games(monkeypatch: pyte
 
     monkeypatch.setattr(policies, "packed_q_network", counted)
     packed = play(model, model.get_env(), 6, epsilon=0.05, seed=3)
-    assert packed_calls == [4]
+    again = play(model, model.get_env(), 6, epsilon=0.05, seed=3)
+    assert packed_calls == [4, 4], "packed at every evaluation: the weights change between them in training"
+    assert np.array_equal(packed.returns, again.returns) and np.array_equal(packed.lengths, again.lengths)
     monkeypatch.setattr(policies, "packed_q_network", lambda policy, batch_size: None)
     plain = play(model, model.get_env(), 6, epsilon=0.05, seed=3)
     assert np.array_equal(packed.returns, plain.returns) and np.array_equal(packed.lengths, plain.lengths)
