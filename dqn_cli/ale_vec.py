@@ -378,18 +378,19 @@ class AleVecEnv(VecEnv):
         rewards = np.zeros(self.num_envs, dtype=np.float32)
         dones = np.zeros(self.num_envs, dtype=bool)
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        stacks = np.roll(self.stacked[live], -1, axis=1)
         queued, self.queued = self.queued, None
-        for row, i in enumerate(map(int, live)):
+        for i in map(int, live):
             frame = self._step_game(i, rewards, dones, infos)
+            stack = self.stacked[i]  # shifted in place: np.roll and fancy indexing cost ~0.2 ms a vector step
             if dones[i]:
-                infos[i]["terminal_observation"] = np.concatenate((stacks[row, :-1], frame[None]))
-                stacks[row] = 0
+                infos[i]["terminal_observation"] = np.concatenate((stack[1:], frame[None]))
+                stack[:] = 0
                 frame = self.games[i].reset()
-            stacks[row, -1] = frame
+            else:
+                stack[:-1] = stack[1:]
+            stack[-1] = frame
             if queued is not None:
                 self.games[i].send(int(queued[i]))
-        self.stacked[live] = stacks
         self.in_flight = queued
         return self.stacked.copy(), rewards, dones, infos
 
