@@ -22,12 +22,17 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cv2
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+
+from dqn_cli.threads import batch_scheduled
+
+if TYPE_CHECKING:
+    from ale_py.vector_env import AtariVectorEnv
 
 FIRE, RIGHT, NOOP = 1, 2, 0  # the indices FireResetEnv and EpisodicLifeEnv press (minimal action sets)
 NO_LIMIT = 2**31 - 1
@@ -111,11 +116,24 @@ class Game:
     """One emulator on its own ALE thread, with SB3's AtariWrapper bookkeeping around it."""
 
     def __init__(self, settings: AtariSettings, monitor: Monitor) -> None:
-        from ale_py.vector_env import AtariVectorEnv
-
         self.settings = settings
         self.monitor = monitor
-        self.ale = AtariVectorEnv(
+        self.ale = batch_scheduled(lambda: self._emulator(settings))
+        self.n_actions = int(self.ale.single_action_space.n)  # type: ignore[attr-defined]
+        self.has_fire = FIRE in self._meanings_with("FIRE")
+        self.lives = 0
+        self.was_real_done = True
+        self.seed: int | None = None
+        self.current_lives = 0  # ALE's count after the latest step or reset (EpisodicLifeEnv reads it at reset)
+        self.noops = 0  # single-frame no-ops at the last new game
+        self.last_episode: dict[str, float] | None = None
+
+    @staticmethod
+    def _emulator(settings: AtariSettings) -> AtariVectorEnv:
+        """One game in an AtariVectorEnv of its own: its emulator thread plays the frame skip and the max-pool."""
+        from ale_py.vector_env import AtariVectorEnv
+
+        return AtariVectorEnv(
             settings.game,
             1,
             num_threads=1,
@@ -135,14 +153,6 @@ class Game:
             full_action_space=settings.full_action_space,
             max_num_frames_per_episode=NO_LIMIT,
         )
-        self.n_actions = int(self.ale.single_action_space.n)  # type: ignore[attr-defined]
-        self.has_fire = FIRE in self._meanings_with("FIRE")
-        self.lives = 0
-        self.was_real_done = True
-        self.seed: int | None = None
-        self.current_lives = 0  # ALE's count after the latest step or reset (EpisodicLifeEnv reads it at reset)
-        self.noops = 0  # single-frame no-ops at the last new game
-        self.last_episode: dict[str, float] | None = None
 
     def _meanings_with(self, name: str) -> list[int]:
         from ale_py import Action

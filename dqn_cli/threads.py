@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,6 +33,29 @@ def configure_openmp() -> None:
     (benchmarks/RESULTS.md). A value the user set is kept.
     """
     os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN)
+
+
+def batch_scheduled(create: Callable[[], T]) -> T:
+    """`create()`, with the threads it starts (ALE's emulator threads) under Linux's `SCHED_BATCH` policy.
+
+    Such threads keep their share of the cores, but one that wakes up no longer preempts the thread running on its
+    core. The main thread wakes an emulator at every action it sends: without this, the emulator often took the main
+    thread's core on the spot (py-spy put 40% of the main thread's active samples in `send` during warm-up), while the
+    main thread is the one that receives, preprocesses and stores every game's step. In-process warm-up A/Bs here
+    (8 games, chunks of 6,000 steps alternating): +4.9% and +3.4% steps/s (medians of 8 pairs each, 12 of the 16
+    pairs faster), the cores 1.72-1.75 busy against 1.65-1.70. No effect where the policy is not available; threads
+    started by `create()` are found as the ones that appeared in `/proc/self/task` while it ran (create from one
+    thread at a time: another thread's new threads would be included).
+    """
+    tasks = "/proc/self/task"
+    if not hasattr(os, "SCHED_BATCH") or not os.path.isdir(tasks):
+        return create()
+    before = set(os.listdir(tasks))
+    created = create()
+    for tid in set(os.listdir(tasks)) - before:
+        with contextlib.suppress(OSError):  # gone already, or refused here: the thread keeps its default policy
+            os.sched_setscheduler(int(tid), os.SCHED_BATCH, os.sched_param(0))
+    return created
 
 
 _side_pool: ThreadPoolExecutor | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -183,3 +184,23 @@ def test_a_paused_game_stands_still_and_resumes_where_it_stopped() -> None:
     assert not paused.paused.any(), "a reset unpauses every game"
     for venv in (paused, reference):
         venv.close()
+
+
+def thread_ids() -> set[int]:
+    return {int(tid) for tid in os.listdir("/proc/self/task")}
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH") or not os.path.isdir("/proc/self/task"), reason="Linux only")
+def test_emulator_threads_run_under_sched_batch_and_nothing_else_does() -> None:
+    """ALE's emulator threads must not preempt the main thread when it wakes them (threads.batch_scheduled); every
+    thread that was there before keeps its policy, the main thread included."""
+    before = {tid: os.sched_getscheduler(tid) for tid in thread_ids()}
+    env = AleVecEnv(AtariSettings("pong", "PongNoFrameskip-v4"), 3)
+    try:
+        emulators = thread_ids() - set(before)
+        assert len(emulators) == 3  # one ALE thread per game
+        assert {os.sched_getscheduler(tid) for tid in emulators} == {os.SCHED_BATCH}
+        assert {tid: os.sched_getscheduler(tid) for tid in before} == before
+        assert os.sched_getscheduler(0) != os.SCHED_BATCH
+    finally:
+        env.close()
