@@ -29,7 +29,7 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
-from dqn_cli.threads import batch_scheduled
+from dqn_cli.threads import batch_policy, started_threads
 
 if TYPE_CHECKING:
     from ale_py.vector_env import AtariVectorEnv
@@ -118,7 +118,7 @@ class Game:
     def __init__(self, settings: AtariSettings, monitor: Monitor) -> None:
         self.settings = settings
         self.monitor = monitor
-        self.ale = batch_scheduled(lambda: self._emulator(settings))
+        self.ale, self.thread_ids = started_threads(lambda: self._emulator(settings))
         self.n_actions = int(self.ale.single_action_space.n)  # type: ignore[attr-defined]
         self.has_fire = FIRE in self._meanings_with("FIRE")
         self.lives = 0
@@ -291,6 +291,7 @@ class AleVecEnv(VecEnv):
         self.queued: np.ndarray | None = None  # the next step's actions, sent as each game's current step is handled
         self.in_flight: np.ndarray | None = None  # actions the emulators are playing before step_async asks for them
         self.prepared: dict[int, Prepared] = {}  # seeded resets started ahead of the reset that will use them
+        self.batched = False  # emulator threads under SCHED_BATCH (`_batch_policy`)
         self._side: ThreadPoolExecutor | None = None
 
     @property
@@ -380,8 +381,16 @@ class AleVecEnv(VecEnv):
                 raise RuntimeError(f"step_async({self.actions}) after queue_next({self.in_flight})")
             self.in_flight = None
             return
+        self._batch_policy(self.queued is not None)
         for i in map(int, np.flatnonzero(~self.paused)):
             self.games[i].send(int(self.actions[i]))
+
+    def _batch_policy(self, on: bool) -> None:
+        """The emulator threads under `SCHED_BATCH` while steps are sent ahead (warm-up), not otherwise: see
+        `threads.batch_policy`."""
+        if on != self.batched:
+            batch_policy([tid for game in self.games for tid in game.thread_ids], on)
+            self.batched = on
 
     def step_wait(self) -> VecEnvStepReturn:
         live = np.flatnonzero(~self.paused)

@@ -35,27 +35,39 @@ def configure_openmp() -> None:
     os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN)
 
 
-def batch_scheduled(create: Callable[[], T]) -> T:
-    """`create()`, with the threads it starts (ALE's emulator threads) under Linux's `SCHED_BATCH` policy.
+TASKS = "/proc/self/task"  # the process's threads, on Linux
 
-    Such threads keep their share of the cores, but one that wakes up no longer preempts the thread running on its
-    core. The main thread wakes an emulator at every action it sends: without this, the emulator often took the main
-    thread's core on the spot (py-spy put 40% of the main thread's active samples in `send` during warm-up), while the
-    main thread is the one that receives, preprocesses and stores every game's step. In-process warm-up A/Bs here
-    (8 games, chunks of 6,000 steps alternating): +4.9% and +3.4% steps/s (medians of 8 pairs each, 12 of the 16
-    pairs faster), the cores 1.72-1.75 busy against 1.65-1.70. No effect where the policy is not available; threads
-    started by `create()` are found as the ones that appeared in `/proc/self/task` while it ran (create from one
-    thread at a time: another thread's new threads would be included).
-    """
-    tasks = "/proc/self/task"
-    if not hasattr(os, "SCHED_BATCH") or not os.path.isdir(tasks):
-        return create()
-    before = set(os.listdir(tasks))
+
+def started_threads(create: Callable[[], T]) -> tuple[T, list[int]]:
+    """`create()` and the ids of the threads it started (ALE's emulator threads): those that appeared in
+    `/proc/self/task` while it ran (call it from one thread at a time). None where there is no such folder."""
+    if not os.path.isdir(TASKS):
+        return create(), []
+    before = set(os.listdir(TASKS))
     created = create()
-    for tid in set(os.listdir(tasks)) - before:
-        with contextlib.suppress(OSError):  # gone already, or refused here: the thread keeps its default policy
-            os.sched_setscheduler(int(tid), os.SCHED_BATCH, os.sched_param(0))
-    return created
+    return created, sorted(int(tid) for tid in set(os.listdir(TASKS)) - before)
+
+
+def batch_policy(thread_ids: list[int], on: bool) -> None:
+    """Put these threads under Linux's `SCHED_BATCH` policy (`on`) or back under the default one.
+
+    `SCHED_BATCH` threads keep their share of the cores, but one that wakes up does not preempt the thread running
+    on its core. dqn turns it on for ALE's emulator threads while warm-up steps are sent ahead (`AleVecEnv.queue_next`),
+    where the main thread wakes an emulator with every action it sends and, without it, often lost its core to it on
+    the spot (py-spy put 40% of the main thread's active samples in `send`), though the main thread is the one that
+    receives, preprocesses and stores every game's step. Warm-up A/Bs here: +4.9% and +3.4% steps/s in one process
+    (8 games, chunks of 6,000 steps alternating, medians of 8 pairs each, 12 of the 16 faster, cores 1.72-1.75 busy
+    against 1.65-1.70), +7% in whole benchmark runs (4 alternating pairs, 3 faster). Not beyond warm-up: after a
+    forward pass torch's OpenMP worker spins on the other core (`configure_openmp`), and emulators that cannot
+    preempt it wait for it; with the policy kept on, 8-game evaluations in the same runs were 12% slower (4 of 4
+    pairs). Nothing happens where the policy is not available or a thread is gone.
+    """
+    if not hasattr(os, "SCHED_BATCH"):
+        return
+    policy = os.SCHED_BATCH if on else os.SCHED_OTHER
+    for tid in thread_ids:
+        with contextlib.suppress(OSError):  # gone already, or refused here: the thread keeps its policy
+            os.sched_setscheduler(tid, policy, os.sched_param(0))
 
 
 _side_pool: ThreadPoolExecutor | None = None
