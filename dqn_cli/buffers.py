@@ -22,6 +22,8 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
+from dqn_cli.pages import PagesAhead
+
 # Frames kept beyond one per transition: episode starts store a few extra frames (rarely, with VecFrameStack).
 FRAME_MARGIN = 0.01
 # The most channels OpenCV's `merge` interleaves (CV_CN_MAX).
@@ -30,6 +32,8 @@ CV_MAX_CHANNELS = 512
 
 class CompactReplayBuffer(BaseBuffer):
     """SB3-compatible replay buffer for stacked image observations (channel-first, uint8), with n-step returns."""
+
+    _ahead: PagesAhead | None = None  # populates the ring's pages on its first pass (None once loaded: see pages.py)
 
     def __init__(
         self,
@@ -63,6 +67,12 @@ class CompactReplayBuffer(BaseBuffer):
         self.timeouts = np.zeros((self.buffer_size, n_envs), dtype=np.float32)
         self.handle_timeout_termination = handle_timeout_termination
         self.n_steps, self.gamma = n_steps, gamma
+        self._ahead = PagesAhead(self.frames)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_ahead"] = None  # a loaded ring has all its pages already
+        return state
 
     @staticmethod
     def _action_dtype(action_space: spaces.Space[Any]) -> Any:
@@ -128,6 +138,8 @@ class CompactReplayBuffer(BaseBuffer):
         self.pos += 1
         if self.pos == self.buffer_size:
             self.full, self.pos = True, 0
+        if self._ahead is not None:
+            self._ahead.written(min(int(self.frame_count.max()), self.capacity) * self.frames.strides[0])
 
     # --- sampling -----------------------------------------------------------------------------------------
 
