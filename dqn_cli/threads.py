@@ -40,7 +40,7 @@ TASKS = "/proc/self/task"  # the process's threads, on Linux
 
 def started_threads(create: Callable[[], T]) -> tuple[T, list[int]]:
     """`create()` and the ids of the threads it started (ALE's emulator threads): those that appeared in
-    `/proc/self/task` while it ran (call it from one thread at a time). None where there is no such folder."""
+    `/proc/self/task` while it ran (call it from one thread at a time); no ids where there is no such folder."""
     if not os.path.isdir(TASKS):
         return create(), []
     before = set(os.listdir(TASKS))
@@ -57,10 +57,10 @@ def batch_policy(thread_ids: list[int], on: bool) -> None:
     the spot (py-spy put 40% of the main thread's active samples in `send`), though the main thread is the one that
     receives, preprocesses and stores every game's step. Warm-up A/Bs here: +4.9% and +3.4% steps/s in one process
     (8 games, chunks of 6,000 steps alternating, medians of 8 pairs each, 12 of the 16 faster, cores 1.72-1.75 busy
-    against 1.65-1.70), +7% in whole benchmark runs (4 alternating pairs, 3 faster). Not beyond warm-up: after a
-    forward pass torch's OpenMP worker spins on the other core (`configure_openmp`), and emulators that cannot
-    preempt it wait for it; with the policy kept on, 8-game evaluations in the same runs were 12% slower (4 of 4
-    pairs). Nothing happens where the policy is not available or a thread is gone.
+    against 1.65-1.70), +12% in whole benchmark-size runs (4 alternating pairs, all faster). Not beyond warm-up:
+    after a forward pass torch's OpenMP worker spins on the other core (`configure_openmp`), and emulators that
+    cannot preempt it wait for it; with the policy kept on in every phase, 8-game evaluations were 12% slower (4 of 4
+    pairs of runs). Nothing happens where the policy is not available or a thread is gone.
     """
     if not hasattr(os, "SCHED_BATCH"):
         return
