@@ -18,10 +18,12 @@ import ctypes
 import errno
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
+
+from dqn_cli.threads import single_worker
 
 MADV_POPULATE_WRITE = 23  # linux/mman.h
 PAGE = 4096
@@ -45,14 +47,6 @@ def _madvise() -> Any:
                     madvise = None
             _state["madvise"] = madvise
         return _state["madvise"]
-
-
-def _worker() -> ThreadPoolExecutor:
-    with _lock:
-        if "pool" not in _state:
-            _state["pool"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dqn-pages-ahead")
-        pool: ThreadPoolExecutor = _state["pool"]
-        return pool
 
 
 def _populate(start: int, end: int) -> None:
@@ -85,7 +79,7 @@ class PagesAhead:
             return
         start = max(self.populated, upto)
         self.populated = min(start + CHUNK, self.nbytes)
-        self.pending = _worker().submit(_populate, self.base + start, self.base + self.populated)
+        self.pending = single_worker("dqn-pages-ahead").submit(_populate, self.base + start, self.base + self.populated)
 
     def wait(self) -> None:
         """Let the call in progress finish (before the array is freed or its pages are looked at)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -70,16 +71,12 @@ def batch_policy(thread_ids: list[int], on: bool) -> None:
             os.sched_setscheduler(tid, policy, os.sched_param(0))
 
 
-_side_pool: ThreadPoolExecutor | None = None
+@functools.cache
+def single_worker(name: str) -> ThreadPoolExecutor:
+    """The process's one worker thread named `name`, started at first use (called from the main thread)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-
-def _side_worker() -> ThreadPoolExecutor:
-    global _side_pool
-    if _side_pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _side_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dqn-side-pass")
-    return _side_pool
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
 
 
 def _no_grad_on(threads: int, compute: Callable[[], T]) -> T:
@@ -109,7 +106,7 @@ def beside(side: Callable[[], T], main: Callable[[], U], *, device: Any) -> tupl
     half = threads // 2
     torch.set_num_threads(half)
     try:
-        pending = _side_worker().submit(_no_grad_on, half, side)
+        pending = single_worker("dqn-side-pass").submit(_no_grad_on, half, side)
         try:
             main_result = main()
         finally:
