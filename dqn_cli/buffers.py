@@ -138,8 +138,10 @@ class CompactReplayBuffer(BaseBuffer):
         self.pos += 1
         if self.pos == self.buffer_size:
             self.full, self.pos = True, 0
-        if self._ahead is not None:
-            self._ahead.written(min(int(self.frame_count.max()), self.capacity) * self.frames.strides[0])
+        if self._ahead is not None and not self._ahead.written(
+            min(int(self.frame_count.max()), self.capacity) * self.frames.strides[0]
+        ):
+            self._ahead = None  # the whole ring asked for (or nothing to do here): no more work per add
 
     # --- sampling -----------------------------------------------------------------------------------------
 

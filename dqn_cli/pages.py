@@ -70,16 +70,18 @@ class PagesAhead:
         self.populated = 0  # bytes from the start populated or being populated
         self.pending: Future[None] | None = None
 
-    def written(self, upto: int) -> None:
+    def written(self, upto: int) -> bool:
         """The writes have reached byte `upto` of the array: populate the next chunk if the last one is done and
-        the writes are within a chunk of its end."""
-        if self.populated >= self.nbytes or upto + CHUNK <= self.populated or _madvise() is None:
-            return
-        if self.pending is not None and not self.pending.done():
-            return
+        the writes are within a chunk of its end. False once there is nothing left to do (all of the array asked
+        for, or no way to populate here): the caller can drop this object."""
+        if self.populated >= self.nbytes or _madvise() is None:
+            return False
+        if upto + CHUNK <= self.populated or (self.pending is not None and not self.pending.done()):
+            return True
         start = max(self.populated, upto)
         self.populated = min(start + CHUNK, self.nbytes)
         self.pending = single_worker("dqn-pages-ahead").submit(_populate, self.base + start, self.base + self.populated)
+        return True
 
     def wait(self) -> None:
         """Let the call in progress finish (before the array is freed or its pages are looked at)."""

@@ -69,3 +69,18 @@ def test_the_replay_ring_is_populated_ahead_of_its_first_pass_and_not_after_load
     loaded = pickle.loads(pickle.dumps(buffer))
     assert loaded._ahead is None  # its pages are all there already
     assert np.array_equal(loaded.frames, buffer.frames)
+
+
+@linux_only
+def test_a_ring_whose_pages_were_all_asked_for_stops_populating() -> None:
+    """Once the whole ring has been asked for, `add` drops the populator: no more work per transition."""
+    space = spaces.Box(0, 255, (4, 84, 84), dtype=np.uint8)
+    buffer = CompactReplayBuffer(200, space, spaces.Discrete(4), "cpu", n_envs=1)  # ~1.5 MB: less than a chunk
+    assert buffer.frames.nbytes < CHUNK
+    obs = np.zeros((1, 4, 84, 84), dtype=np.uint8)
+    buffer.add(obs, obs, np.zeros(1), np.zeros(1), np.zeros(1), [{}])
+    assert buffer._ahead is not None and buffer._ahead.populated == buffer.frames.nbytes
+    buffer._ahead.wait()
+    assert resident(buffer.frames, 0, buffer.frames.nbytes).all()
+    buffer.add(obs, obs, np.zeros(1), np.zeros(1), np.zeros(1), [{}])
+    assert buffer._ahead is None
