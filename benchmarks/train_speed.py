@@ -14,7 +14,9 @@ the end, under benchmarks/phase_timer.py, which times the phases from the inside
 
 and prints steps/s for each tool, the ratio dqn / rl_zoo3, each run's peak memory (max RSS) and whole wall time
 (start-up and saving included), each phase's CPU time per env step (all of the process's threads) with the cores
-each tool kept busy, and the replay buffers' bytes per transition. Each round also runs
+each tool kept busy and the cores the host took meanwhile (a virtual machine's stolen time: on a shared VM a busy
+neighbour slows the tool that keeps both cores busy more than the one that keeps one), and the replay buffers' bytes
+per transition. Each round also runs
 benchmarks/emulator_ceiling.py (the game on ALE's C++ threads with no agent at all, then followed by SB3's WarpFrame
 on every frame, which observations equal to SB3's pixel for pixel need) and prints both as multiples of rl_zoo3's
 warm-up: no tool's warm-up can beat the first here. dqn starts its first evaluation's seeded resets (ALE reloads the
@@ -31,6 +33,7 @@ Usage: `python benchmarks/train_speed.py [--env SpaceInvaders] [--train-steps 40
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -79,15 +82,26 @@ def phase_timed(cmd: list[str], out: Path) -> list[str]:
     return [cmd[0], str(timer), str(out), EVAL_FUNCTION[module], "-m", module, *cmd[3:]]
 
 
-def phase(rollouts: list[list[float]], low: int, high: int) -> tuple[float, float]:
-    """(env steps per second, the process's CPU seconds per env step) between the first and the last rollout that
-    starts within [low, high] steps."""
-    inside = [(t, steps, cpu) for t, steps, cpu in rollouts if low <= steps <= high]
+def phase(rollouts: list[list[float]], low: int, high: int) -> tuple[float, float, float]:
+    """(env steps per second, the process's CPU seconds per env step, cores the host took) between the first and the
+    last rollout that starts within [low, high] steps."""
+    inside = [mark for mark in rollouts if low <= mark[1] <= high]
     if len(inside) < 2:
         raise SystemExit(f"benchmark: fewer than 2 rollouts between {low} and {high} steps; raise --warmup-steps or "
                          "--train-steps to a few times --n-envs")  # fmt: skip
-    (t0, s0, c0), (t1, s1, c1) = inside[0], inside[-1]
-    return (s1 - s0) / max(t1 - t0, 1e-9), (c1 - c0) / max(s1 - s0, 1)
+    (t0, s0, c0, st0), (t1, s1, c1, st1) = inside[0], inside[-1]
+    seconds = max(t1 - t0, 1e-9)
+    return (s1 - s0) / seconds, (c1 - c0) / max(s1 - s0, 1), (st1 - st0) / seconds
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else the architecture: the figures depend on it, and this
+    project's sessions have run on more than one kind of 2-core machine."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    return platform.processor() or platform.machine()
 
 
 def dqn_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int, n_envs: int = 1) -> list[str]:
@@ -152,8 +166,8 @@ def measure(tool: str, args: argparse.Namespace) -> dict[str, float]:
         timings = json.loads(phases.read_text())
         playing = sum(timings["evaluations"])
         eval_steps = evaluation_steps(cwd, frames_per_step=4 if tool == "rl_zoo3" else 1)
-    warmup, warmup_cpu = phase(timings["rollouts"], w // 10, w)
-    training, training_cpu = phase(timings["rollouts"], w, w + k)
+    warmup, warmup_cpu, warmup_stolen = phase(timings["rollouts"], w // 10, w)
+    training, training_cpu, training_stolen = phase(timings["rollouts"], w, w + k)
     return {
         "warmup_steps_per_s": warmup,
         "train_steps_per_s": training,
@@ -164,6 +178,9 @@ def measure(tool: str, args: argparse.Namespace) -> dict[str, float]:
         "warmup_cpu_ms_per_step": 1000 * warmup_cpu,
         "train_cpu_ms_per_step": 1000 * training_cpu,
         "eval_cpu_ms_per_step": 1000 * sum(timings["evaluation_cpu"]) / max(eval_steps, 1),
+        "warmup_stolen_cores": warmup_stolen,
+        "train_stolen_cores": training_stolen,
+        "eval_stolen_cores": sum(timings["evaluation_stolen"]) / max(playing, 1e-9),
     }
 
 
@@ -211,9 +228,9 @@ def print_ceilings(rounds: dict[str, list[dict[str, float]]], emulator: list[dic
 
 
 PHASES = [
-    ("warm-up", "warmup_steps_per_s", "warmup_cpu_ms_per_step"),
-    ("training", "train_steps_per_s", "train_cpu_ms_per_step"),
-    ("eval", "eval_steps_per_s", "eval_cpu_ms_per_step"),
+    ("warm-up", "warmup_steps_per_s", "warmup_cpu_ms_per_step", "warmup_stolen_cores"),
+    ("training", "train_steps_per_s", "train_cpu_ms_per_step", "train_stolen_cores"),
+    ("eval", "eval_steps_per_s", "eval_cpu_ms_per_step", "eval_stolen_cores"),
 ]
 
 
@@ -221,19 +238,22 @@ def print_cpu(rounds: dict[str, list[dict[str, float]]]) -> None:
     """Each phase's CPU time per env step (the process's, all threads) and how many cores each tool kept busy, from
     the same runs; then what dqn's rate would be with every core busy at its CPU time per step, as a multiple of
     rl_zoo3's measured rate: a ratio a phase cannot beat on this machine without spending less CPU time per step
-    (medians over rounds; threads that spin while they wait count as busy)."""
+    (medians over rounds; threads that spin while they wait count as busy). Last, the cores the host took from this
+    virtual machine meanwhile (stolen time, `phase_timer.Steal`): cores neither tool had."""
     cores = len(os.sched_getaffinity(0))
     print(f"{'CPU ms per env step':22}{'rl_zoo3':>12}{'dqn':>12}{'less CPU/step':>18}  cores busy (of {cores}): "
-          "rl_zoo3, dqn; dqn with every core busy")  # fmt: skip
-    for label, rate_key, cpu_key in PHASES:
-        pairs = list(zip(rounds["rl_zoo3"], rounds["dqn"], strict=True))
+          "rl_zoo3, dqn; dqn with every core busy; cores the host took: rl_zoo3, dqn")  # fmt: skip
+    pairs = list(zip(rounds["rl_zoo3"], rounds["dqn"], strict=True))
+    for label, rate_key, cpu_key, stolen_key in PHASES:
         zoo_cpu = statistics.median(zoo[cpu_key] for zoo, _ in pairs)
         ours_cpu = statistics.median(ours[cpu_key] for _, ours in pairs)
         zoo_busy = statistics.median(zoo[rate_key] * zoo[cpu_key] / 1000 for zoo, _ in pairs)
         ours_busy = statistics.median(ours[rate_key] * ours[cpu_key] / 1000 for _, ours in pairs)
         full = statistics.median(cores * 1000 / ours[cpu_key] / zoo[rate_key] for zoo, ours in pairs)
+        zoo_stolen = statistics.median(zoo[stolen_key] for zoo, _ in pairs)
+        ours_stolen = statistics.median(ours[stolen_key] for _, ours in pairs)
         print(f"{label:22}{zoo_cpu:12.3f}{ours_cpu:12.3f}{zoo_cpu / ours_cpu:17.2f}x  {zoo_busy:.2f}, {ours_busy:.2f};"
-              f" {full:.2f}x")  # fmt: skip
+              f" {full:.2f}x; {zoo_stolen:.2f}, {ours_stolen:.2f}")  # fmt: skip
 
 
 def buffer_bytes() -> dict[str, float]:
@@ -280,7 +300,7 @@ def main() -> None:
     import torch
 
     print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
         f"python {platform.python_version()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; "
         f"rl_zoo3: 1 env (its Atari setting), dqn: n_envs={args.n_envs}"
     )
