@@ -92,9 +92,12 @@ def beside(side: Callable[[], T], main: Callable[[], U], *, device: Any) -> tupl
 
     For a DQN gradient step: the target network's forward pass beside the online network's. At a batch of 32 a
     Nature-CNN forward pass ran 1.1-1.9x faster on two threads than on one here, not 2x, so two passes side by side
-    on one thread each end sooner than one after the other on two (0.3-1 ms of a ~21 ms step). The passes gave
-    bit for bit the results they give one after the other (`tests/test_memory_format.py` checks it on the machine
-    it runs on). Sequential where there is nothing to split: on a GPU, or with a single torch thread.
+    on one thread each end sooner than one after the other on two (0.3-1 ms of a ~21 ms step). The passes give bit
+    for bit what they give one after the other on one thread each, and to float rounding what they give on two: the
+    convolutions' results do not depend on the thread count, but the BLAS may split a linear layer's sums by it
+    (Intel's MKL on a Xeon: Q-values within ~1e-8; the AMD EPYC of earlier sessions gave the same bits);
+    `tests/test_memory_format.py` checks both on the machine it runs on. Sequential where there is nothing to split:
+    on a GPU, or with a single torch thread.
     """
     import torch
 

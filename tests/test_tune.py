@@ -124,7 +124,7 @@ def test_a_sigkilled_workers_trial_is_retried(dqn, workdir: Path, space: Path) -
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=60)
     killed = running[0]
-    time.sleep(3.5)  # the grace period: three heartbeats
+    time.sleep(5)  # the grace period (three heartbeats) and a second: heartbeats are stored to the whole second
 
     result = dqn("tune", *TINY, "--n-trials", "1", "--search-space", str(space), "--study-name", "kill",
                  "--heartbeat-interval", "1")  # fmt: skip
