@@ -17,6 +17,7 @@ a step boundary.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,14 +28,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import cv2
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
+from dqn_cli import native
 from dqn_cli.threads import batch_policy, started_threads
 
 if TYPE_CHECKING:
     from ale_py.vector_env import AtariVectorEnv
 
 FIRE, RIGHT, NOOP = 1, 2, 0  # the indices FireResetEnv and EpisodicLifeEnv press (minimal action sets)
+ALE_FIRE = 1  # ale_py.Action.FIRE
 NO_LIMIT = 2**31 - 1
 
 
@@ -57,9 +61,9 @@ class AtariSettings:
 
 @dataclass
 class Step:
-    """One frame-skipped step of one game, as MaxAndSkipEnv returns it (before WarpFrame)."""
+    """One frame-skipped step of one game, as MaxAndSkipEnv then WarpFrame return it."""
 
-    frame: np.ndarray  # RGB 210x160x3, max-pooled over the last two frames
+    frame: np.ndarray  # WarpFrame's observation of the max-pool over the last two frames
     reward: float
     game_over: bool
     truncated: bool
@@ -112,25 +116,18 @@ def warp_frame(frame: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA))
 
 
-class Game:
-    """One emulator on its own ALE thread, with SB3's AtariWrapper bookkeeping around it."""
+class VectorEmulator:
+    """One game in an `AtariVectorEnv` of its own: ALE's thread plays the frame skip and the max-pool of RGB
+    screens; SB3's WarpFrame runs here, on the caller's thread. The path where the compiled step is unavailable."""
 
-    def __init__(self, settings: AtariSettings, monitor: Monitor) -> None:
+    def __init__(self, settings: AtariSettings) -> None:
         self.settings = settings
-        self.monitor = monitor
         self.ale, self.thread_ids = started_threads(lambda: self._emulator(settings))
-        self.n_actions = int(self.ale.single_action_space.n)  # type: ignore[attr-defined]
-        self.has_fire = FIRE in self._meanings_with("FIRE")
-        self.lives = 0
-        self.was_real_done = True
-        self.seed: int | None = None
-        self.current_lives = 0  # ALE's count after the latest step or reset (EpisodicLifeEnv reads it at reset)
+        self.action_set = [int(action.value) for action in self.ale.ale.get_action_set()]
         self.noops = 0  # single-frame no-ops at the last new game
-        self.last_episode: dict[str, float] | None = None
 
     @staticmethod
     def _emulator(settings: AtariSettings) -> AtariVectorEnv:
-        """One game in an AtariVectorEnv of its own: its emulator thread plays the frame skip and the max-pool."""
         from ale_py.vector_env import AtariVectorEnv
 
         return AtariVectorEnv(
@@ -154,36 +151,121 @@ class Game:
             max_num_frames_per_episode=NO_LIMIT,
         )
 
-    def _meanings_with(self, name: str) -> list[int]:
-        from ale_py import Action
-
-        actions = self.ale.ale.get_action_set()
-        return [i for i, action in enumerate(actions) if action == getattr(Action, name)]
-
-    # -- the emulator ------------------------------------------------------------------------------------------
     def send(self, action: int) -> None:
         # Python lists, not numpy arrays: ALE's binding converts them element by element, ~10 us less a call here
         self.ale.ale.send([action], [1.0])  # type: ignore[arg-type]  # its stub says ndarray; it takes sequences
 
     def recv(self) -> Step:
         obs, reward, terminated, _, info = self.ale.ale.recv()
-        step = self._step_from(obs, float(reward[0]), bool(terminated[0]), info)
-        self.last_episode = self.monitor.record(step)
-        return step
-
-    def _step_from(self, obs: np.ndarray, reward: float, game_over: bool, info: dict[str, Any]) -> Step:
         episode_frames = int(info["episode_frame_number"][0])
         limit = self.settings.max_frames
-        self.current_lives = int(info["lives"][0])
+        game_over = bool(terminated[0])
         return Step(
-            frame=obs[0, 0],
-            reward=reward,
+            frame=warp_frame(obs[0, 0], self.settings.screen_size),
+            reward=float(reward[0]),
             game_over=game_over,
             truncated=not game_over and limit is not None and episode_frames >= limit,
-            lives=self.current_lives,
+            lives=int(info["lives"][0]),
             frame_number=int(info["frame_number"][0]),
             episode_frame_number=episode_frames,
         )
+
+    def reset(self, seed: int | None) -> tuple[np.ndarray, int]:
+        """NoopResetEnv.reset: a new game after 1..noop_max single-frame no-ops (none when noop_max is 0); the
+        warped frame and the lives. The no-op count is drawn by ALE."""
+        while True:
+            obs, info = self.ale.reset(seed=None if seed is None else np.array([seed], dtype=np.int64))
+            seed = None
+            self.noops = int(info["episode_frame_number"][0])
+            if self.settings.noop_max == 0 or self.noops > 0:
+                break
+        return warp_frame(obs[0, 0], self.settings.screen_size), int(info["lives"][0])
+
+    def close(self) -> None:
+        self.ale.close()
+
+
+class NativeEmulator:
+    """One game in dqn's compiled step (`dqn_cli.native`): the frame skip, SB3's max-pool buffer and WarpFrame run
+    on the pool's worker threads. Seeds and no-op counts are drawn as Gymnasium's AtariEnv and SB3's NoopResetEnv
+    draw them (`SeedSequence(seed)` gives the no-op generator's seed and ALE's), and truncation is ALE's own, so a
+    game plays exactly what SB3's wrappers play."""
+
+    def __init__(self, settings: AtariSettings, pool: native.Pool) -> None:
+        self.settings = settings
+        np_seed, ale_seed = np.random.SeedSequence().generate_state(2)
+        self.game = native.NativeGame(
+            pool,
+            native.rom_path(settings.game),
+            seed=int(np.int32(ale_seed)),
+            sticky=settings.sticky,
+            full_action_space=settings.full_action_space,
+            frame_skip=settings.frame_skip,
+            size=settings.screen_size,
+            max_frames=settings.max_frames,
+        )
+        self.np_random, _ = seeding.np_random(int(np_seed))
+        self.action_set = self.game.action_set
+        self.thread_ids = pool.thread_ids
+        self.noops = 0
+
+    def send(self, action: int) -> None:
+        self.game.send(action)
+
+    def recv(self) -> Step:
+        frame, (reward, game_over, truncated, lives, frame_number, episode_frames) = self.game.recv()
+        return Step(
+            frame, float(reward), bool(game_over), bool(truncated), int(lives), int(frame_number), int(episode_frames)
+        )
+
+    def reset(self, seed: int | None) -> tuple[np.ndarray, int]:
+        """AtariEnv.reset(seed) (ALE's seed and the ROM again, only when seeded), then NoopResetEnv's no-ops."""
+        if seed is not None:
+            np_seed, ale_seed = np.random.SeedSequence(seed).generate_state(2)
+            self.game.seed(int(np.int32(ale_seed)))
+            self.np_random, _ = seeding.np_random(int(np_seed))
+        noop_max = self.settings.noop_max
+        self.noops = int(self.np_random.integers(1, noop_max + 1)) if noop_max > 0 else 0
+        frame, (lives, _, _) = self.game.reset(self.noops)
+        return frame, int(lives)
+
+    def close(self) -> None:
+        self.game.close()
+
+
+Emulator = VectorEmulator | NativeEmulator
+
+
+class Game:
+    """One emulator with SB3's AtariWrapper bookkeeping around it."""
+
+    def __init__(self, settings: AtariSettings, monitor: Monitor, pool: native.Pool | None = None) -> None:
+        self.settings = settings
+        self.monitor = monitor
+        self.emulator: Emulator = VectorEmulator(settings) if pool is None else NativeEmulator(settings, pool)
+        self.thread_ids = self.emulator.thread_ids
+        self.n_actions = len(self.emulator.action_set)
+        self.has_fire = self.n_actions > FIRE and self.emulator.action_set[FIRE] == ALE_FIRE
+        self.lives = 0
+        self.was_real_done = True
+        self.seed: int | None = None
+        self.current_lives = 0  # ALE's count after the latest step or reset (EpisodicLifeEnv reads it at reset)
+        self.last_episode: dict[str, float] | None = None
+
+    @property
+    def noops(self) -> int:
+        """Single-frame no-ops at the last new game."""
+        return self.emulator.noops
+
+    # -- the emulator ------------------------------------------------------------------------------------------
+    def send(self, action: int) -> None:
+        self.emulator.send(action)
+
+    def recv(self) -> Step:
+        step = self.emulator.recv()
+        self.current_lives = step.lives
+        self.last_episode = self.monitor.record(step)
+        return step
 
     def skip_step(self, action: int) -> Step:
         """MaxAndSkipEnv.step (with Monitor underneath)."""
@@ -191,17 +273,11 @@ class Game:
         return self.recv()
 
     def raw_reset(self) -> np.ndarray:
-        """NoopResetEnv.reset: a new game after 1..noop_max single-frame no-ops (none when noop_max is 0)."""
-        while True:
-            seed = None if self.seed is None else np.array([self.seed], dtype=np.int64)
-            self.seed = None
-            obs, info = self.ale.reset(seed=seed)
-            self.noops = int(info["episode_frame_number"][0])
-            if self.settings.noop_max == 0 or self.noops > 0:
-                break
+        """NoopResetEnv.reset, seeded once after `seed` was set."""
+        seed, self.seed = self.seed, None
+        frame, self.current_lives = self.emulator.reset(seed)
         self.monitor.score = 0.0
-        self.current_lives = int(info["lives"][0])
-        return np.asarray(obs[0, 0])
+        return frame
 
     # -- SB3's wrappers, in SB3's order --------------------------------------------------------------------------
     def episodic_step(self, action: int) -> tuple[np.ndarray, float, bool, bool]:
@@ -238,17 +314,22 @@ class Game:
             if terminated or truncated:
                 self.episodic_reset()
             frame, _, terminated, truncated = self.episodic_step(RIGHT)
-            if terminated or truncated:  # SB3 returns this step's frame even so: keep it from ALE's next write
-                frame = frame.copy()
+            if terminated or truncated:  # SB3 returns this step's frame even so
                 self.episodic_reset()
-        return self.warp(frame)
-
-    def warp(self, frame: np.ndarray) -> np.ndarray:
-        return warp_frame(frame, self.settings.screen_size)
+        return frame
 
     def close(self) -> None:
-        self.ale.close()
+        self.emulator.close()
         self.monitor.close()
+
+
+def _pool(n_envs: int) -> native.Pool | None:
+    """Worker threads for the compiled step: one per core the process may use, at most one per game."""
+    lib = native.library()
+    if lib is None:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return native.Pool(lib, max(1, min(n_envs, cores)))
 
 
 class Prepared(NamedTuple):
@@ -268,8 +349,14 @@ class AleVecEnv(VecEnv):
         *,
         monitor_dir: Path | None = None,
         override_existing: bool = True,
+        compiled: bool | None = None,
     ) -> None:
+        """`compiled`: play the games in dqn's compiled step (True), on ALE's vector env (False), or the first where
+        it is available (None: `native.native_status` says why not)."""
         self.settings = settings
+        self.pool = _pool(n_envs) if compiled is not False else None
+        if compiled and self.pool is None:
+            raise native.NativeError(f"the compiled step is unavailable: {native.native_status().reason}")
         self.games = [
             Game(
                 settings,
@@ -278,6 +365,7 @@ class AleVecEnv(VecEnv):
                     path=monitor_dir / f"{i}.monitor.csv" if monitor_dir is not None else None,
                     override_existing=override_existing,
                 ),
+                self.pool,
             )
             for i in range(n_envs)
         ]
@@ -389,7 +477,7 @@ class AleVecEnv(VecEnv):
         """The emulator threads under `SCHED_BATCH` while steps are sent ahead (warm-up), not otherwise: see
         `threads.batch_policy`."""
         if on != self.batched:
-            batch_policy([tid for game in self.games for tid in game.thread_ids], on)
+            batch_policy(sorted({tid for game in self.games for tid in game.thread_ids}), on)
             self.batched = on
 
     def step_wait(self) -> VecEnvStepReturn:
@@ -418,7 +506,7 @@ class AleVecEnv(VecEnv):
         follows, which starts new games anyway."""
         if self.in_flight is not None:
             for game in self.games:
-                game.ale.ale.recv()
+                game.emulator.recv()
             self.in_flight = None
         self.queued = None
 
@@ -437,7 +525,7 @@ class AleVecEnv(VecEnv):
         }
         if game.last_episode is not None:
             infos[i]["episode"] = game.last_episode
-        return game.warp(frame)
+        return frame
 
     def close(self) -> None:
         self._drain()
@@ -448,6 +536,8 @@ class AleVecEnv(VecEnv):
             self._side.shutdown()
         for game in self.games:
             game.close()
+        if self.pool is not None:
+            self.pool.close()
 
     def _indices(self, indices: VecEnvIndices) -> Sequence[int]:
         if indices is None:

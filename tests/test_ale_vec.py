@@ -11,8 +11,18 @@ import numpy as np
 import pytest
 from stable_baselines3.common.atari_wrappers import NoopResetEnv
 
-from dqn_cli import envs, hyperparams
-from dqn_cli.ale_vec import AleVecEnv, AtariSettings
+from dqn_cli import envs, hyperparams, native
+from dqn_cli.ale_vec import AleVecEnv, AtariSettings, NativeEmulator, VectorEmulator
+
+
+@pytest.fixture(params=[True, False], ids=["compiled", "ale-vector"])
+def compiled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Each test runs on dqn's compiled step and on ALE's vector env (the path where the step cannot be built)."""
+    if request.param:
+        assert native.library() is not None, native.native_status().reason  # CI has a compiler: it must build
+    else:
+        monkeypatch.setattr(native, "library", lambda: None)
+    return bool(request.param)
 
 
 def noop_wrappers(venv) -> list[NoopResetEnv]:
@@ -33,13 +43,15 @@ def monitor_rows(folder: Path, n_envs: int) -> list[list[tuple[str, str]]]:
     return rows
 
 
-def both_paths(game: str, n_envs: int, evaluation: bool, tmp_path: Path):
+def both_paths(game: str, n_envs: int, evaluation: bool, tmp_path: Path, compiled: bool):
     info = envs.resolve(game)
     hp, _ = hyperparams.resolve(info, None, [])
     make = dict(seed=7, n_envs=n_envs, evaluation=evaluation)
     sb3 = envs.make_vec_env(info, hp, **make, vec_env="sb3", monitor_dir=tmp_path / "sb3")
     ale = envs.make_vec_env(info, hp, **make, vec_env="ale", monitor_dir=tmp_path / "ale")
     assert isinstance(ale, AleVecEnv) and not isinstance(sb3, AleVecEnv)
+    emulator = NativeEmulator if compiled else VectorEmulator
+    assert all(isinstance(game.emulator, emulator) for game in ale.games)
     assert ale.observation_space == sb3.observation_space and ale.action_space == sb3.action_space
     return sb3, ale
 
@@ -54,13 +66,14 @@ def both_paths(game: str, n_envs: int, evaluation: bool, tmp_path: Path):
     ],
 )
 def test_same_observations_rewards_and_episode_ends_as_sb3(
-    game: str, n_envs: int, evaluation: bool, steps: int, ahead: bool, tmp_path: Path
+    game: str, n_envs: int, evaluation: bool, steps: int, ahead: bool, tmp_path: Path, compiled: bool
 ) -> None:
-    """Same seeds and actions through both paths; SB3's no-op count at each new game is set to the one ALE drew
-    (the two draw from different generators), everything else is compared as each path computes it. With `ahead`,
-    the ALE path gets each step's actions one step early (`queue_next`) and starts playing them early."""
-    sb3, ale = both_paths(game, n_envs, evaluation, tmp_path)
-    noops = noop_wrappers(sb3)
+    """Same seeds and actions through both paths, everything compared as each path computes it. The compiled step
+    draws its no-op counts as SB3 does, from the same seeds; on ALE's vector env, ALE draws them, so SB3's count at
+    each new game is set to ALE's. With `ahead`, the ALE path gets each step's actions one step early
+    (`queue_next`) and starts playing them early."""
+    sb3, ale = both_paths(game, n_envs, evaluation, tmp_path, compiled)
+    noops = [] if compiled else noop_wrappers(sb3)
     rng = np.random.default_rng(0)
     planned = rng.integers(ale.action_space.n, size=(steps + 1, n_envs))
     sent: list[int] = []
@@ -70,7 +83,7 @@ def test_same_observations_rewards_and_episode_ends_as_sb3(
     seen = Counter()
 
     def sync_noops() -> None:
-        for wrapper, ale_game in zip(noops, ale.games, strict=True):
+        for wrapper, ale_game in zip(noops, ale.games, strict=False):
             wrapper.override_num_noops = ale_game.noops
 
     fast = ale.reset()
@@ -109,7 +122,7 @@ def test_same_observations_rewards_and_episode_ends_as_sb3(
     assert monitor_rows(tmp_path / "ale", n_envs) == monitor_rows(tmp_path / "sb3", n_envs)
 
 
-def test_no_op_starts_are_uniform_over_1_to_noop_max() -> None:
+def test_no_op_starts_are_uniform_over_1_to_noop_max(compiled: bool) -> None:
     settings = AtariSettings(game="pong", env_id="PongNoFrameskip-v4", noop_max=4)
     venv = AleVecEnv(settings, 1)
     venv.seed(3)
@@ -122,7 +135,7 @@ def test_no_op_starts_are_uniform_over_1_to_noop_max() -> None:
     assert min(counts.values()) > 120 / 4 / 2, counts
 
 
-def test_seeded_resets_repeat() -> None:
+def test_seeded_resets_repeat(compiled: bool) -> None:
     settings = AtariSettings(game="space_invaders", env_id="SpaceInvadersNoFrameskip-v4")
 
     def play(seed: int) -> list[np.ndarray]:
@@ -163,7 +176,7 @@ def test_train_says_when_a_configuration_needs_sb3s_wrappers(dqn) -> None:
     assert native.code == 0 and "SB3's wrappers" not in native.err
 
 
-def test_a_paused_game_stands_still_and_resumes_where_it_stopped() -> None:
+def test_a_paused_game_stands_still_and_resumes_where_it_stopped(compiled: bool) -> None:
     settings = AtariSettings(game="breakout", env_id="BreakoutNoFrameskip-v4", terminal_on_life_loss=False)
     paused, reference = AleVecEnv(settings, 2), AleVecEnv(settings, 2)
     for venv in (paused, reference):
@@ -191,8 +204,8 @@ def thread_ids() -> set[int]:
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH") or not os.path.isdir("/proc/self/task"), reason="Linux only")
-def test_emulator_threads_run_under_sched_batch_only_while_steps_are_sent_ahead() -> None:
-    """While warm-up steps are sent ahead, ALE's emulator threads must not preempt the main thread that wakes them
+def test_emulator_threads_run_under_sched_batch_only_while_steps_are_sent_ahead(compiled: bool) -> None:
+    """While warm-up steps are sent ahead, the emulator threads must not preempt the main thread that wakes them
     (threads.batch_policy); in any other step they must, or they wait for torch's spinning worker. No other thread's
     policy changes, the main thread's included."""
     before = {tid: os.sched_getscheduler(tid) for tid in thread_ids()}
@@ -203,8 +216,9 @@ def test_emulator_threads_run_under_sched_batch_only_while_steps_are_sent_ahead(
         return {os.sched_getscheduler(tid) for tid in emulators}
 
     try:
-        assert len(emulators) == 3  # one ALE thread per game
-        assert sorted(tid for game in env.games for tid in game.thread_ids) == sorted(emulators)
+        # ALE's vector env: a thread per game; the compiled step: a worker per core, at most one per game
+        assert len(emulators) == (min(3, len(os.sched_getaffinity(0))) if compiled else 3)
+        assert {tid for game in env.games for tid in game.thread_ids} == emulators
         env.reset()
         assert policies() == {os.SCHED_OTHER}
         actions = np.zeros(3, dtype=np.int64)

@@ -1,0 +1,333 @@
+"""dqn's compiled Atari step (`native/ale_step.cpp`): built once per ale-py install, checked, loaded with ctypes.
+
+ale-py exports ALE's C++ classes from its extension module, so a few hundred lines of C++ compiled against it can
+play a game's frame skip and turn the last two raw palette screens into SB3's 84x84 observation on worker threads:
+no RGB screens, no Python between the frames, the main thread free for the learner. The library is built with the
+machine's C++ compiler (`$CXX`, else `c++`/`g++`) into dqn's cache folder the first time an Atari env is made, keyed
+by the source and the ale-py module it links, then checked in a child process against ale-py + OpenCV (so an ale-py
+whose C++ classes differ fails the check instead of the run). Where there is no compiler or the check fails, Atari
+games run on ALE's vector env as before (`native_status()` says why); `DQN_NATIVE=0` turns the library off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SOURCE = Path(__file__).with_name("native") / "ale_step.cpp"
+ABI_VERSION = 1
+# -march=native: built for this machine's CPU (its flags are in the build key); -ffp-contract=off: no FMA, so the
+# area resize rounds as OpenCV's does; -fno-math-errno: lrintf inlined.
+FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno", "-pthread"]
+INFO_SIZE = 6
+
+_int_p = ctypes.POINTER(ctypes.c_int)
+_uint8_p = ctypes.POINTER(ctypes.c_uint8)
+_SIGNATURES: dict[str, tuple[object, list[object]]] = {
+    "dqn_abi_version": (ctypes.c_int, []),
+    "dqn_pool_new": (ctypes.c_void_p, [ctypes.c_int]),
+    "dqn_pool_thread_ids": (ctypes.c_int, [ctypes.c_void_p, _int_p, ctypes.c_int]),
+    "dqn_pool_free": (None, [ctypes.c_void_p]),
+    "dqn_game_new": (
+        ctypes.c_void_p,
+        [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_float, *[ctypes.c_int] * 4],
+    ),
+    "dqn_game_error": (ctypes.c_char_p, [ctypes.c_void_p]),
+    "dqn_game_free": (None, [ctypes.c_void_p]),
+    "dqn_game_actions": (ctypes.c_int, [ctypes.c_void_p, _int_p, ctypes.c_int]),
+    "dqn_game_palette": (ctypes.c_int, [ctypes.c_void_p, _uint8_p]),
+    "dqn_game_set_table": (None, [ctypes.c_void_p, _uint8_p]),
+    "dqn_game_screen": (None, [ctypes.c_void_p, _uint8_p]),
+    "dqn_game_seed": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int]),
+    "dqn_game_reset": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, _uint8_p, _int_p]),
+    "dqn_game_send": (None, [ctypes.c_void_p, ctypes.c_int]),
+    "dqn_game_recv": (ctypes.c_int, [ctypes.c_void_p, _uint8_p, _int_p]),
+}
+
+
+class NativeError(RuntimeError):
+    """The compiled step failed (ALE raised inside it)."""
+
+
+@dataclass(frozen=True)
+class Status:
+    """Whether the compiled step is in use, and why not."""
+
+    library: ctypes.CDLL | None
+    reason: str
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get("DQN_NATIVE_CACHE", str(Path(root) / "dqn-cli")))
+
+
+def ale_module() -> Path:
+    import ale_py._ale_py as module
+
+    return Path(str(module.__file__)).resolve()
+
+
+def cpu_flags() -> str:
+    """The CPU's feature flags (a library built with -march=native on one CPU may not run on another)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            return next((line for line in cpuinfo if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
+def build_key(module: Path) -> str:
+    stat = module.stat()
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest.update(f"{module}|{stat.st_size}|{stat.st_mtime_ns}|{ABI_VERSION}|{' '.join(FLAGS)}".encode())
+    digest.update(cpu_flags().encode())
+    return digest.hexdigest()[:16]
+
+
+def compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def build(target: Path, module: Path) -> None:
+    """Compile the step into `target` (atomically: a half-written library is never loaded)."""
+    cxx = compiler()
+    if cxx is None:
+        raise NativeError("no C++ compiler found (install g++, or set CXX)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        command = [cxx, *FLAGS, str(SOURCE), "-o", str(out), f"-L{module.parent}", f"-l:{module.name}"]
+        command.append(f"-Wl,-rpath,{module.parent}")
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise NativeError(f"{cxx} failed: {last}")
+        os.replace(out, target)
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    import ale_py  # noqa: F401  (ALE's module first: the library links against it)
+
+    lib = ctypes.CDLL(str(path))
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        function = getattr(lib, name)
+        function.restype = restype
+        function.argtypes = argtypes
+    if lib.dqn_abi_version() != ABI_VERSION:
+        raise NativeError(f"{path} is not this version's build")
+    return lib
+
+
+def _checked(path: Path) -> str | None:
+    """Run `self_check` on the built library in a child process (a crash there costs nothing); None if it passed."""
+    marker = path.with_suffix(".json")
+    if marker.exists():
+        return json.loads(marker.read_text())["failure"]
+    done = subprocess.run(
+        [sys.executable, "-m", "dqn_cli.native", str(path)], capture_output=True, text=True, check=False, timeout=300
+    )
+    failure = None if done.returncode == 0 else (done.stdout + done.stderr).strip().splitlines()[-1:] or ["crashed"]
+    reason = None if failure is None else f"the self-check failed ({failure[0]})"
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"failure": reason}))
+    os.replace(tmp, marker)
+    return reason
+
+
+@functools.cache
+def native_status() -> Status:
+    if os.environ.get("DQN_NATIVE", "1") == "0":
+        return Status(None, "turned off by DQN_NATIVE=0")
+    if not sys.platform.startswith("linux"):
+        return Status(None, "built on Linux only")
+    try:
+        module = ale_module()
+        path = cache_dir() / f"ale_step-{build_key(module)}.so"
+        if not path.exists():
+            build(path, module)
+        failure = _checked(path)
+        if failure is not None:
+            return Status(None, failure)
+        return Status(_load(path), f"compiled step {path}")
+    except (OSError, NativeError, subprocess.SubprocessError) as error:
+        return Status(None, str(error))
+
+
+def library() -> ctypes.CDLL | None:
+    return native_status().library
+
+
+def rom_path(game: str) -> Path:
+    from ale_py import roms
+
+    path = roms.get_rom_path(game)
+    if path is None:
+        raise NativeError(f"ale-py has no ROM named {game!r}")
+    return Path(path)
+
+
+def _ptr(array: np.ndarray) -> ctypes._Pointer:
+    return array.ctypes.data_as(_uint8_p)
+
+
+@functools.cache
+def gray_of_max(palette: bytes) -> np.ndarray:
+    """256x256 table: OpenCV's grayscale of the channel-wise max of two palette colours (SB3's max-pool, then
+    WarpFrame's cvtColor), computed by OpenCV itself, so it is exact by construction."""
+    import cv2
+
+    rgb = np.frombuffer(palette, dtype=np.uint8).reshape(256, 3)
+    pairs = np.maximum(rgb[:, None, :], rgb[None, :, :])
+    return np.ascontiguousarray(cv2.cvtColor(pairs, cv2.COLOR_RGB2GRAY))
+
+
+class Pool:
+    """The worker threads that play the games' steps (one per core, at most one per game)."""
+
+    def __init__(self, lib: ctypes.CDLL, threads: int) -> None:
+        self.lib = lib
+        self.handle = lib.dqn_pool_new(threads)
+        ids = (ctypes.c_int * threads)()
+        n = lib.dqn_pool_thread_ids(self.handle, ids, threads)
+        self.thread_ids = [int(ids[i]) for i in range(n)]
+
+    def close(self) -> None:
+        if self.handle:
+            self.lib.dqn_pool_free(self.handle)
+            self.handle = None
+
+
+class NativeGame:
+    """One game's emulator in the compiled step: `send` starts a frame-skipped step on the pool, `recv` waits."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        rom: Path,
+        *,
+        seed: int,
+        sticky: float,
+        full_action_space: bool,
+        frame_skip: int,
+        size: int,
+        max_frames: int | None,
+    ) -> None:
+        self.lib, self.size = pool.lib, size
+        args = (seed, sticky, int(full_action_space), frame_skip, size, max_frames or 0)
+        self.handle = self.lib.dqn_game_new(pool.handle, str(rom).encode(), *args)
+        self._raise_if(-1 if self.lib.dqn_game_error(self.handle) else 0)
+        actions = (ctypes.c_int * 64)()
+        self.action_set = list(actions[: self.lib.dqn_game_actions(self.handle, actions, 64)])
+        palette = np.zeros(256 * 3, dtype=np.uint8)
+        self._raise_if(self.lib.dqn_game_palette(self.handle, _ptr(palette)))
+        self.lib.dqn_game_set_table(self.handle, _ptr(gray_of_max(palette.tobytes())))
+        self.info = np.zeros(INFO_SIZE, dtype=np.intc)
+        self._info_p = self.info.ctypes.data_as(_int_p)
+
+    def _raise_if(self, code: int) -> None:
+        if code != 0:
+            raise NativeError(self.lib.dqn_game_error(self.handle).decode(errors="replace"))
+
+    def seed(self, seed: int) -> None:
+        """ALE's random_seed, then the ROM reloaded (AtariEnv.seed_game + load_game)."""
+        self._raise_if(self.lib.dqn_game_seed(self.handle, seed))
+
+    def reset(self, noops: int) -> tuple[np.ndarray, np.ndarray]:
+        """A new game after `noops` single-frame no-ops: its warped frame and (lives, frame, episode frame)."""
+        frame = np.empty((self.size, self.size), dtype=np.uint8)
+        self._raise_if(self.lib.dqn_game_reset(self.handle, noops, _ptr(frame), self._info_p))
+        return frame, self.info[:3].copy()
+
+    def send(self, action: int) -> None:
+        self.lib.dqn_game_send(self.handle, action)
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray]:
+        """The step's warped frame and (reward, game over, truncated, lives, frame, episode frame)."""
+        frame = np.empty((self.size, self.size), dtype=np.uint8)
+        self._raise_if(self.lib.dqn_game_recv(self.handle, _ptr(frame), self._info_p))
+        return frame, self.info.copy()
+
+    def screen(self) -> np.ndarray:
+        out = np.empty(210 * 160, dtype=np.uint8)
+        self.lib.dqn_game_screen(self.handle, _ptr(out))
+        return out.reshape(210, 160)
+
+    def close(self) -> None:
+        if self.handle:
+            self.lib.dqn_game_free(self.handle)
+            self.handle = None
+
+
+def self_check(lib: ctypes.CDLL, game: str = "breakout", steps: int = 400) -> None:
+    """Play `game` with random actions through the compiled step and through ale-py (4 frames a step, SB3's max-pool
+    of the last two RGB screens, OpenCV's grayscale and area resize), new games included; raise AssertionError at
+    the first difference in the raw screen, the observation, the reward, the game over or the lives."""
+    import ale_py
+    import cv2
+
+    rom = rom_path(game)
+    reference = ale_py.ALEInterface()
+    reference.setLoggerMode(ale_py.LoggerMode.Error)
+    reference.setFloat("repeat_action_probability", 0.0)
+    reference.setInt("random_seed", 123)
+    reference.loadROM(rom)
+    actions = reference.getMinimalActionSet()
+    pool = Pool(lib, 2)
+    native = NativeGame(
+        pool, rom, seed=123, sticky=0.0, full_action_space=False, frame_skip=4, size=84, max_frames=None
+    )
+
+    def warp(rgb: np.ndarray) -> np.ndarray:
+        return np.asarray(cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (84, 84), interpolation=cv2.INTER_AREA))
+
+    rng = np.random.default_rng(0)
+    try:
+        assert native.action_set == [int(a.value) for a in actions], (native.action_set, actions)
+        pooled = np.zeros((2, 210, 160, 3), dtype=np.uint8)
+        game_over = True
+        for t in range(steps):
+            if game_over:
+                noops = int(rng.integers(1, 31))
+                reference.reset_game()
+                for _ in range(noops):
+                    reference.act(actions[0])
+                frame, info = native.reset(noops)
+                assert np.array_equal(frame, warp(reference.getScreenRGB())), (
+                    f"reset before step {t}: observations differ"
+                )
+            action = int(rng.integers(len(actions)))
+            reward, game_over = 0, False
+            for i in range(4):
+                reward += reference.act(actions[action])
+                if i >= 2:
+                    pooled[i - 2] = reference.getScreenRGB()
+                game_over = reference.game_over(with_truncation=False)
+                if game_over:
+                    break
+            native.send(action)
+            frame, info = native.recv()
+            assert np.array_equal(native.screen(), reference.getScreen()), f"step {t}: raw screens differ"
+            assert np.array_equal(frame, warp(pooled.max(axis=0))), f"step {t}: observations differ"
+            assert (info[0], bool(info[1]), info[3]) == (reward, game_over, reference.lives()), f"step {t}: {info}"
+    finally:
+        native.close()
+        pool.close()
+
+
+if __name__ == "__main__":  # `python -m dqn_cli.native LIBRARY`: the check `native_status` runs in a child process
+    self_check(_load(Path(sys.argv[1])))

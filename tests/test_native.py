@@ -1,0 +1,126 @@
+"""dqn's compiled Atari step: ALE's screens and OpenCV's pixels exactly, built once, checked, and never a dead end."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dqn_cli import native
+from dqn_cli.ale_vec import AleVecEnv, AtariSettings, NativeEmulator, VectorEmulator
+
+SETTINGS = AtariSettings(game="pong", env_id="PongNoFrameskip-v4")
+
+
+@pytest.fixture
+def fresh_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty build cache, and `native_status` asked again (it is cached per process)."""
+    monkeypatch.setenv("DQN_NATIVE_CACHE", str(tmp_path / "cache"))
+    native.native_status.cache_clear()
+    yield tmp_path / "cache"
+    native.native_status.cache_clear()
+
+
+@pytest.mark.parametrize("game", ["breakout", "space_invaders"])
+def test_compiled_step_plays_ale_pys_screens_and_opencvs_pixels(game: str) -> None:
+    lib = native.library()
+    assert lib is not None, native.native_status().reason
+    native.self_check(lib, game, steps=600)  # raw screens, observations, rewards, game overs, lives; new games
+
+
+def test_the_self_check_catches_a_wrong_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = native.library()
+    assert lib is not None
+    table = native.gray_of_max.__wrapped__  # type: ignore[attr-defined]
+
+    def off_by_one(palette: bytes) -> np.ndarray:
+        wrong = table(palette).copy()
+        np.fill_diagonal(wrong, wrong.diagonal() ^ 4)  # each colour's own gray off by 4, as a wrong grayscale
+        return wrong
+
+    monkeypatch.setattr(native, "gray_of_max", off_by_one)
+    with pytest.raises(AssertionError, match="differ"):
+        native.self_check(lib, "pong", steps=200)
+
+
+def test_without_a_compiler_games_run_on_ales_vector_env(fresh_status: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "compiler", lambda: None)
+    status = native.native_status()
+    assert status.library is None and "no C++ compiler" in status.reason
+    env = AleVecEnv(SETTINGS, 2)
+    try:
+        assert all(isinstance(game.emulator, VectorEmulator) for game in env.games)
+        assert env.reset().shape == (2, 4, 84, 84)
+    finally:
+        env.close()
+    with pytest.raises(native.NativeError, match=r"no C\+\+ compiler"):
+        AleVecEnv(SETTINGS, 1, compiled=True)
+
+
+def test_a_build_that_fails_its_check_is_never_used(
+    fresh_status: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library whose frames differ (here: every pixel's lowest bit flipped) is built, checked in a child process,
+    recorded as failed and left alone: games run on ALE's vector env, and the check is not run again."""
+    source = tmp_path / "ale_step.cpp"
+    text = native.SOURCE.read_text()
+    rounding = "out[d] = static_cast<unsigned char>(v < 0 ? 0 : v > 255 ? 255 : v);"
+    assert rounding in text
+    source.write_text(text.replace(rounding, rounding.replace("out[d] = ", "out[d] = 1 ^ ")))
+    monkeypatch.setattr(native, "SOURCE", source)
+    status = native.native_status()
+    assert status.library is None and "self-check failed" in status.reason, status.reason
+    built = list(fresh_status.glob("ale_step-*.so"))
+    assert len(built) == 1 and built[0].with_suffix(".json").exists()
+
+    def no_second_check(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the check ran again")
+
+    native.native_status.cache_clear()
+    monkeypatch.setattr(subprocess, "run", no_second_check)
+    assert "self-check failed" in native.native_status().reason
+    env = AleVecEnv(SETTINGS, 1)
+    assert isinstance(env.games[0].emulator, VectorEmulator)
+    env.close()
+
+
+def test_the_build_is_reused_and_rebuilt_when_the_source_changes(
+    fresh_status: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = native.native_status()
+    assert first.library is not None, first.reason
+    built = sorted(fresh_status.glob("ale_step-*.so"))
+    assert len(built) == 1 and not list(fresh_status.glob("tmp*")), "built in place, nothing half-written left"
+    native.native_status.cache_clear()
+    assert native.native_status().library is not None and sorted(fresh_status.glob("ale_step-*.so")) == built
+
+    source = tmp_path / "ale_step.cpp"
+    source.write_text(native.SOURCE.read_text() + "\n// another version\n")
+    monkeypatch.setattr(native, "SOURCE", source)
+    native.native_status.cache_clear()
+    assert native.native_status().library is not None
+    assert len(list(fresh_status.glob("ale_step-*.so"))) == 2
+
+
+def test_dqn_native_0_turns_the_compiled_step_off(fresh_status: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DQN_NATIVE", "0")
+    assert native.native_status().library is None
+    env = AleVecEnv(SETTINGS, 1)
+    assert isinstance(env.games[0].emulator, VectorEmulator)
+    env.close()
+    assert not fresh_status.exists(), "nothing built"
+
+
+def test_games_share_one_worker_per_core() -> None:
+    env = AleVecEnv(SETTINGS, 5)
+    try:
+        assert all(isinstance(game.emulator, NativeEmulator) for game in env.games)
+        assert env.pool is not None and 1 <= len(env.pool.thread_ids) <= 5
+        env.reset()
+        obs, _, _, _ = env.step(np.zeros(5, dtype=np.int64))
+        assert obs.shape == (5, 4, 84, 84) and obs[:, -1].any()
+    finally:
+        env.close()
