@@ -304,6 +304,9 @@ def main() -> None:
         f"python {platform.python_version()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; "
         f"rl_zoo3: 1 env (its Atari setting), dqn: n_envs={args.n_envs}"
     )
+    from dqn_cli import native
+
+    print(f"dqn's Atari step: {native.native_status().reason}")
     rounds: dict[str, list[dict[str, float]]] = {"rl_zoo3": [], "dqn": []}
     emulator: list[dict[str, float]] = []
     for _ in range(args.repeat):

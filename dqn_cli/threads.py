@@ -92,11 +92,11 @@ def beside(side: Callable[[], T], main: Callable[[], U], *, device: Any) -> tupl
 
     For a DQN gradient step: the target network's forward pass beside the online network's. At a batch of 32 a
     Nature-CNN forward pass ran 1.1-1.9x faster on two threads than on one here, not 2x, so two passes side by side
-    on one thread each end sooner than one after the other on two (0.3-1 ms of a ~21 ms step). The passes give bit
-    for bit what they give one after the other on one thread each, and to float rounding what they give on two: the
-    convolutions' results do not depend on the thread count, but the BLAS may split a linear layer's sums by it
-    (Intel's MKL on a Xeon: Q-values within ~1e-8; the AMD EPYC of earlier sessions gave the same bits);
-    `tests/test_memory_format.py` checks both on the machine it runs on. Sequential where there is nothing to split:
+    on one thread each end sooner than one after the other on two (0.3-1 ms of a ~21 ms step). The step gives bit
+    for bit what it gives with the passes one after the other on one thread or on two, and to float rounding what
+    it gives on the other count: the BLAS and oneDNN may split a layer's sums by thread count (on an Intel Xeon
+    the side pass matched one thread, Q-values within ~1e-8 of two; on an AMD EPYC it matched two threads, weights
+    within ~4e-9 of one after 3 steps); `tests/test_memory_format.py` checks both on the machine it runs on. Sequential where there is nothing to split:
     on a GPU, or with a single torch thread.
     """
     import torch

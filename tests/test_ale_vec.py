@@ -110,8 +110,10 @@ def test_same_observations_rewards_and_episode_ends_as_sb3(
             if dones[i] and "episode" not in info:  # a lost life: its last observation is learnt from
                 seen["life lost"] += 1
                 assert np.array_equal(info["terminal_observation"], fast_info["terminal_observation"]), f"step {t}"
-            elif dones[i]:
+            elif dones[i]:  # a game over: the compiled step keeps SB3's max-pool buffer, ALE's vector env its own
                 seen["game over"] += 1
+                same = np.array_equal(info["terminal_observation"], fast_info["terminal_observation"])
+                assert same or not compiled, f"step {t}"
                 assert fast_info["terminal_observation"].shape == info["terminal_observation"].shape
         seen["reward"] += int((rewards != 0).sum())
     ale.close()
@@ -232,3 +234,25 @@ def test_emulator_threads_run_under_sched_batch_only_while_steps_are_sent_ahead(
         assert {tid: os.sched_getscheduler(tid) for tid in before} == before
     finally:
         env.close()
+
+
+def test_the_compiled_step_plays_sb3s_sticky_actions(tmp_path: Path, compiled: bool) -> None:
+    """`--sticky`: ALE repeats the previous action with probability 0.25, from its own generator; the compiled step
+    seeds that generator as Gymnasium's AtariEnv does, so the same seeds give the same repeats as SB3's path."""
+    if not compiled:
+        pytest.skip("ALE's vector env seeds ALE's generator its own way (README: the differences)")
+    info = envs.resolve("Breakout")
+    hp, _ = hyperparams.resolve(info, None, [])
+    make = dict(seed=11, n_envs=2, sticky=True)
+    sb3 = envs.make_vec_env(info, hp, **make, vec_env="sb3")
+    ale = envs.make_vec_env(info, hp, **make, vec_env="ale")
+    assert np.array_equal(sb3.reset(), ale.reset())
+    rng = np.random.default_rng(1)
+    for t in range(400):
+        actions = rng.integers(ale.action_space.n, size=2)
+        obs, rewards, dones, _ = sb3.step(actions)
+        fast, fast_rewards, fast_dones, _ = ale.step(actions)
+        assert np.array_equal(obs, fast) and np.array_equal(rewards, fast_rewards), f"step {t}"
+        assert np.array_equal(dones, fast_dones), f"step {t}"
+    sb3.close()
+    ale.close()

@@ -155,9 +155,10 @@ def test_batches_reach_the_convolutions_channels_last_and_train_bit_for_bit_the_
 
 def test_target_pass_on_a_second_thread_trains_bit_for_bit_the_same() -> None:
     """The target network's forward pass runs beside the online one (threads.beside), each pass on one of the two
-    torch threads: bit for bit what the same passes give one after the other on one thread each, and to float rounding
-    what they give on two threads (the BLAS may split a linear layer's sums by thread count: Intel's MKL on a Xeon
-    differed by ~1e-8 in Q-values)."""
+    torch threads: bit for bit what the same step gives with the passes one after the other, on one thread or on
+    two, and to float rounding what it gives on the other count (the BLAS and oneDNN may split a layer's sums by
+    thread count: on an Intel Xeon the side pass matched one thread and differed from two by ~1e-8 in Q-values; on
+    an AMD EPYC it matched two threads and differed from one by ~4e-9 in the weights after 3 steps)."""
     import threading
 
     model = atari_agent()
@@ -186,9 +187,11 @@ def test_target_pass_on_a_second_thread_trains_bit_for_bit_the_same() -> None:
             target_threads.clear()
             one_thread = train_from_start(False, double_q, 1)
             assert target_threads == {threading.get_ident()}
-            assert all(th.equal(a, b) for a, b in zip(beside, one_thread, strict=True))
             two_threads = train_from_start(False, double_q, 2)
-            assert all(th.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(beside, two_threads, strict=True))
+            references = (one_thread, two_threads)
+            assert any(all(th.equal(a, b) for a, b in zip(beside, ref, strict=True)) for ref in references)
+            for ref in references:
+                assert all(th.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(beside, ref, strict=True))
             assert not all(th.equal(a, b) for a, b in zip(beside, initial, strict=True)), "the steps moved the weights"
     finally:
         th.set_num_threads(threads)

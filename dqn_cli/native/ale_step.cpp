@@ -395,6 +395,10 @@ const char* dqn_game_error(void* game) { return static_cast<Game*>(game)->error.
 
 void dqn_game_free(void* game) {
   auto* g = static_cast<Game*>(game);
+  {
+    std::unique_lock<std::mutex> lock(g->mutex);  // a step still on the pool (an interrupted caller) ends first
+    g->done.wait(lock, [&] { return !g->busy; });
+  }
   if (g->ale != nullptr) g->ale->~ALEInterface();
   ::operator delete(g->memory);
   delete g;
