@@ -96,8 +96,8 @@ def beside(side: Callable[[], T], main: Callable[[], U], *, device: Any) -> tupl
     for bit what it gives with the passes one after the other on one thread or on two, and to float rounding what
     it gives on the other count: the BLAS and oneDNN may split a layer's sums by thread count (on an Intel Xeon
     the side pass matched one thread, Q-values within ~1e-8 of two; on an AMD EPYC it matched two threads, weights
-    within ~4e-9 of one after 3 steps); `tests/test_memory_format.py` checks both on the machine it runs on. Sequential where there is nothing to split:
-    on a GPU, or with a single torch thread.
+    within ~4e-9 of one after 3 steps); `tests/test_memory_format.py` checks both on the machine it runs on.
+    Sequential where there is nothing to split: on a GPU, or with a single torch thread.
     """
     import torch
 
