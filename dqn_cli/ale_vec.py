@@ -1,18 +1,20 @@
-"""ALE's native emulators behind SB3's `VecEnv`: SB3's Atari preprocessing, pixel for pixel, without its wrappers.
+"""ALE's emulators behind SB3's `VecEnv`: SB3's Atari preprocessing, pixel for pixel, without its wrappers.
 
-Each game runs in an `ale_py.vector_env.AtariVectorEnv` of one env, so the emulator, the frame skip and the
-max-pool run in C++ on ALE's own thread and the games of a vector step run side by side. One AtariVectorEnv of n
-games cannot be used directly: it steps every game together, while SB3's `AtariWrapper` resets a game with steps of
-its own (no-ops, FIRE then RIGHT, a no-op after a lost life) inside the vector step in which that game ended.
+Each game's frame skip, max-pool and WarpFrame run in C++ and the games of a vector step run side by side: in dqn's
+compiled step (`NativeEmulator`, `dqn_cli.native`: ALE's C++ API on a pool of one worker thread per core) where it
+builds and passes its check, else in an `ale_py.vector_env.AtariVectorEnv` of one env per game (`VectorEmulator`:
+ALE's thread plays the frame skip and max-pool, OpenCV's WarpFrame runs on the caller's thread). One AtariVectorEnv
+of n games cannot be used: it steps every game together, while SB3's `AtariWrapper` resets a game with steps of its
+own (no-ops, FIRE then RIGHT, a no-op after a lost life) inside the vector step in which that game ended.
 
 What runs in Python is the bookkeeping of SB3's wrapper stack, in the same order (NoopResetEnv, MaxAndSkipEnv,
 EpisodicLifeEnv, FireResetEnv, WarpFrame, ClipRewardEnv, then Monitor, DummyVecEnv, VecFrameStack and
 VecTransposeImage), so that the same seeds and actions give the same observations, rewards and episode ends;
-`tests/test_ale_vec.py` checks it against SB3 frame by frame. What differs never reaches a learning target (the
-README lists it): the random no-op count at a new game (uniform over 1..noop_max as SB3's) and sticky actions draw
-from ALE's generator, the observation of a game-over step is max-pooled over the frames ALE captured before the game
-ended, rewards during the no-op start are not added to Monitor's score, and the 108,000-frame truncation lands on
-a step boundary.
+`tests/test_ale_vec.py` checks it against SB3 frame by frame on both emulators. On the compiled step, only rewards
+during the no-op start are not added to Monitor's score (0 in practice). On ALE's vector env also (never reaching a
+learning target; the README lists it): the random no-op count at a new game (uniform over 1..noop_max as SB3's) and
+sticky actions draw from ALE's generator, the observation of a game-over step is max-pooled over the frames ALE
+captured before the game ended, and the 108,000-frame truncation lands on a step boundary.
 """
 
 from __future__ import annotations
@@ -237,7 +239,7 @@ Emulator = VectorEmulator | NativeEmulator
 
 
 class Game:
-    """One emulator with SB3's AtariWrapper bookkeeping around it."""
+    """One game's emulator with SB3's AtariWrapper bookkeeping around it."""
 
     def __init__(self, settings: AtariSettings, monitor: Monitor, pool: native.Pool | None = None) -> None:
         self.settings = settings

@@ -60,6 +60,16 @@ def resolve(request: TrainRequest) -> tuple[envs.EnvInfo, ResolvedConfig, hyperp
     return info, ResolvedConfig(dqn_version=__version__, run=settings, hyperparams=hp), selection
 
 
+def _say_compiled_step(say: Say) -> None:
+    """One line when Atari games cannot run in dqn's compiled step (built here on first use): why, and that the
+    fallback plays the same games, slower."""
+    from dqn_cli import native
+
+    status = native.native_status()
+    if status.library is None:
+        say(f"Atari on ALE's vector env (the same observations, slower), not dqn's compiled step: {status.reason}")
+
+
 def train(request: TrainRequest, *, live_progress: bool, say: Say) -> TrainResult:
     """Start a new run in a new folder `<log_dir>/dqn/<EnvId>_<N>/`."""
     info, resolved, selection = resolve(request)
@@ -71,6 +81,8 @@ def train(request: TrainRequest, *, live_progress: bool, say: Say) -> TrainResul
     reason = envs.ale_unsupported(info, resolved.hyperparams) if info.is_atari else None
     if reason is not None and resolved.run.vec_env == "ale":
         say(f"Atari on SB3's wrappers, not ALE's native threads: {reason}")
+    elif info.is_atari and resolved.run.vec_env == "ale":
+        _say_compiled_step(say)
     wrapper_kwargs = envs.atari_wrapper_kwargs(info, resolved.hyperparams) if info.is_atari else None
     rundir.write_new(run_dir, info.name, resolved, wrapper_kwargs, request.log_dir)
     env = _train_env(info, resolved, run_dir, resume=False)

@@ -124,3 +124,21 @@ def test_games_share_one_worker_per_core() -> None:
         assert obs.shape == (5, 4, 84, 84) and obs[:, -1].any()
     finally:
         env.close()
+
+
+def test_train_says_when_games_cannot_run_in_the_compiled_step(
+    dqn, fresh_status: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ("--env", "Pong", "-n", "200", "--set", "learning_starts=1000", "--set", "buffer_size=500",
+            "--eval-freq", "0", "--save-freq", "0", "--no-tensorboard", "--no-progress")  # fmt: skip
+    compiled = dqn("train", *args)
+    assert compiled.code == 0, compiled.err
+    assert "compiled step" not in compiled.err
+    monkeypatch.setenv("DQN_NATIVE", "0")
+    native.native_status.cache_clear()
+    fallback = dqn("train", *args)
+    assert fallback.code == 0, fallback.err
+    assert (
+        "Atari on ALE's vector env (the same observations, slower), not dqn's compiled step: turned off by "
+        "DQN_NATIVE=0" in fallback.err
+    )
