@@ -114,22 +114,24 @@ struct Column {
   float alpha[kTaps] = {0.0f, 0.0f, 0.0f, 0.0f};
 };
 
-std::vector<Column> columns_of(const std::vector<Tap>& tab, int dsize) {
+std::vector<Column> columns_of(const std::vector<Tap>& tab, int dsize, int* taps) {
   std::vector<Column> columns(dsize);
   std::vector<int> count(dsize, 0);
+  *taps = 0;
   for (const Tap& t : tab) {
     Column& c = columns[t.dst];
     if (count[t.dst] == 0) c.first = t.src;
     const int j = t.src - c.first;
     if (j != count[t.dst] || j >= kTaps) throw std::runtime_error("unexpected area-resize taps");
     c.alpha[j] = t.alpha;
-    count[t.dst]++;
+    *taps = std::max(*taps, ++count[t.dst]);
   }
   return columns;
 }
 
 struct Warp {
   int height = 0, width = 0, size = 0;
+  int taps = 0;  // the most taps any destination column has (3 for 160 -> 84)
   std::vector<Column> columns;
   std::vector<Tap> rows;
   std::vector<unsigned char> table;  // 256 x 256: gray(max(rgb(a), rgb(b)))
@@ -140,7 +142,7 @@ struct Warp {
 
   void prepare(int h, int w, int s) {
     height = h, width = w, size = s;
-    columns = columns_of(area_taps(w, s), s);
+    columns = columns_of(area_taps(w, s), s, &taps);
     rows = area_taps(h, s);
     table.assign(256 * 256, 0);
     gray_block.assign(static_cast<size_t>(w) * kBlock, 0);
@@ -178,7 +180,7 @@ struct Warp {
       const Column& c = columns[d];
       const Lanes* src = blk + c.first;
       Lanes acc = Lanes{};
-      for (int j = 0; j < kTaps; j++) acc = acc + src[j] * c.alpha[j];
+      for (int j = 0; j < taps; j++) acc = acc + src[j] * c.alpha[j];
       for (int r = 0; r < valid; r++) dst[static_cast<size_t>(r) * size + d] = acc[r];
     }
   }
