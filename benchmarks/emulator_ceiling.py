@@ -6,7 +6,10 @@ actions, raw RGB frames out (no grayscale or resize, the cheapest output). Nothi
 warm-up can be cheaper than this, so these steps/s bound any tool's warm-up rate on the machine. A second figure adds
 SB3's WarpFrame (grayscale, 84x84 by pixel area) for every frame on the calling thread: the preprocessing that
 observations equal to SB3's AtariWrapper, pixel for pixel, cannot skip (ALE's own grayscale and max-pool give other
-pixels). `benchmarks/train_speed.py` runs this in every round and prints both as multiples of rl_zoo3's warm-up.
+pixels). A third figure is dqn's own env alone: its compiled Atari step (which makes no RGB screens, so it can be
+faster than the first), with SB3's whole preprocessing and frame stack, steps announced ahead as in warm-up: the most
+dqn's warm-up could reach. `benchmarks/train_speed.py` runs this in every round and prints all three as multiples of
+rl_zoo3's warm-up.
 Usage: `python benchmarks/emulator_ceiling.py [--env SpaceInvaders] [--n-envs 8] [--steps 16000]` (prints JSON).
 """
 
@@ -49,6 +52,31 @@ def emulator_rate(rom: str, n_envs: int, steps: int, preprocess: bool = False) -
     return (len(actions) - 20) * n_envs / seconds
 
 
+def compiled_rate(rom: str, n_envs: int, steps: int) -> float | None:
+    """Env steps per second of dqn's env alone on its compiled step (`dqn_cli.native`): the frame skip, SB3's max-pool
+    and WarpFrame on the worker threads, SB3's wrapper bookkeeping and the frame stack in Python, each step's random
+    actions announced one step ahead as in warm-up; no agent, no replay buffer. None where the step is unavailable."""
+    from dqn_cli import native
+    from dqn_cli.ale_vec import AleVecEnv, AtariSettings
+
+    if native.library() is None:
+        return None
+    env = AleVecEnv(AtariSettings(rom, rom), n_envs, compiled=True)
+    env.seed(0)
+    env.reset()
+    actions = np.random.default_rng(0).integers(env.action_space.n, size=(steps // n_envs + 1, n_envs))  # type: ignore[attr-defined]
+    for row in actions[:20]:  # threads started, caches warm
+        env.step(row)
+    start = time.perf_counter()
+    for t in range(20, len(actions)):
+        if t + 1 < len(actions):
+            env.queue_next(actions[t + 1])
+        env.step(actions[t])
+    seconds = time.perf_counter() - start
+    env.close()
+    return (len(actions) - 20) * n_envs / seconds
+
+
 def atari_rom(env: str, parser: argparse.ArgumentParser) -> str:
     """ALE's ROM name for `--env`, or a one-line usage error for a name that is not an Atari game."""
     from dqn_cli import envs
@@ -74,6 +102,7 @@ def main() -> None:
     rates = {
         "steps_per_s": emulator_rate(rom, args.n_envs, steps),
         "with_preprocessing_steps_per_s": emulator_rate(rom, args.n_envs, steps, preprocess=True),
+        "compiled_steps_per_s": compiled_rate(rom, args.n_envs, steps),
     }
     print(json.dumps({"env": args.env, "n_envs": args.n_envs, "threads": os.cpu_count(), **rates}))
 

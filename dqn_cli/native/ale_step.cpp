@@ -339,6 +339,14 @@ void Game::finish(Result r) {
   done.notify_one();
 }
 
+// Calls that touch the emulator from the caller's thread first let a step still on the pool finish.
+Game* idle(void* game) {
+  auto* g = static_cast<Game*>(game);
+  std::unique_lock<std::mutex> lock(g->mutex);
+  g->done.wait(lock, [&] { return !g->busy; });
+  return g;
+}
+
 int fail(Game* g, const std::exception& e) {
   g->error = e.what();
   return -1;
@@ -396,11 +404,7 @@ void* dqn_game_new(void* pool, const char* rom, int seed, float sticky, int full
 const char* dqn_game_error(void* game) { return static_cast<Game*>(game)->error.c_str(); }
 
 void dqn_game_free(void* game) {
-  auto* g = static_cast<Game*>(game);
-  {
-    std::unique_lock<std::mutex> lock(g->mutex);  // a step still on the pool (an interrupted caller) ends first
-    g->done.wait(lock, [&] { return !g->busy; });
-  }
+  Game* g = idle(game);  // a step still on the pool (an interrupted caller) ends first
   if (g->ale != nullptr) g->ale->~ALEInterface();
   ::operator delete(g->memory);
   delete g;
@@ -415,7 +419,7 @@ int dqn_game_actions(void* game, int* out, int capacity) {
 
 // ALE's palette as RGB for all 256 indices (written into the screen, converted by ALE, the screen put back).
 int dqn_game_palette(void* game, unsigned char* out) {
-  auto* g = static_cast<Game*>(game);
+  Game* g = idle(game);
   try {
     const ale::ALEScreen& screen = g->ale->getScreen();
     std::vector<unsigned char> saved(screen.data(), screen.data() + screen.size());
@@ -437,14 +441,14 @@ void dqn_game_set_table(void* game, const unsigned char* table) {
 
 // The raw palette screen (tests compare it with ale-py's getScreen).
 void dqn_game_screen(void* game, unsigned char* out) {
-  auto* g = static_cast<Game*>(game);
+  Game* g = idle(game);
   const ale::ALEScreen& screen = g->ale->getScreen();
   std::memcpy(out, screen.data(), screen.size());
 }
 
 // SB3's AtariEnv.reset(seed=...): ALE's random_seed, then the ROM again.
 int dqn_game_seed(void* game, int seed) {
-  auto* g = static_cast<Game*>(game);
+  Game* g = idle(game);
   try {
     g->ale->setInt("random_seed", seed);
     g->ale->loadROM(std::filesystem::path(g->rom));
@@ -457,7 +461,7 @@ int dqn_game_seed(void* game, int seed) {
 // NoopResetEnv.reset: a new game, then `noops` single-frame no-ops (a new game again wherever one ends); the
 // observation is the last frame's screen, not max-pooled. Returns lives, frame numbers through `info`.
 int dqn_game_reset(void* game, int noops, unsigned char* out, int* info) {
-  auto* g = static_cast<Game*>(game);
+  Game* g = idle(game);
   try {
     g->ale->reset_game();
     for (int i = 0; i < noops; i++) {
@@ -478,7 +482,8 @@ int dqn_game_reset(void* game, int noops, unsigned char* out, int* info) {
 void dqn_game_send(void* game, int action) {
   auto* g = static_cast<Game*>(game);
   {
-    std::lock_guard<std::mutex> lock(g->mutex);
+    std::unique_lock<std::mutex> lock(g->mutex);
+    g->done.wait(lock, [&] { return !g->busy; });  // a second send without a recv waits for the first step
     g->busy = true;
     g->action = action;
   }
