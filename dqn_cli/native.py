@@ -136,16 +136,18 @@ def _load(path: Path) -> ctypes.CDLL:
 def _checked(path: Path) -> str | None:
     """Run `self_check` on the built library in a child process (a crash there costs nothing); None if it passed."""
     marker = path.with_suffix(".json")
-    if marker.exists():
+    try:
         return json.loads(marker.read_text())["failure"]
+    except (OSError, ValueError, KeyError):
+        pass  # not checked yet (or a marker from elsewhere that cannot be read): check now
     done = subprocess.run(
         [sys.executable, "-m", "dqn_cli.native", str(path)], capture_output=True, text=True, check=False, timeout=300
     )
     failure = None if done.returncode == 0 else (done.stdout + done.stderr).strip().splitlines()[-1:] or ["crashed"]
     reason = None if failure is None else f"the self-check failed ({failure[0]})"
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"failure": reason}))
-    os.replace(tmp, marker)
+    with tempfile.NamedTemporaryFile("w", dir=marker.parent, suffix=".tmp", delete=False) as tmp:
+        json.dump({"failure": reason}, tmp)  # a file of its own: processes checking at once never mix their writes
+    os.replace(tmp.name, marker)
     return reason
 
 

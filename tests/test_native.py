@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,10 @@ def test_the_build_is_reused_and_rebuilt_when_the_source_changes(
     assert len(built) == 1 and not list(fresh_status.glob("tmp*")), "built in place, nothing half-written left"
     native.native_status.cache_clear()
     assert native.native_status().library is not None and sorted(fresh_status.glob("ale_step-*.so")) == built
+    marker = built[0].with_suffix(".json")
+    marker.write_text('{"fail')  # cut short (a full disk, say): checked again, not trusted and not a crash
+    native.native_status.cache_clear()
+    assert native.native_status().library is not None and json.loads(marker.read_text()) == {"failure": None}
 
     source = tmp_path / "ale_step.cpp"
     source.write_text(native.SOURCE.read_text() + "\n// another version\n")
