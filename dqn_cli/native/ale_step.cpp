@@ -11,10 +11,8 @@
 //     operations, compiled without contraction into FMA, so every pixel is OpenCV's.
 // tests/test_native.py checks frames against ale-py + OpenCV, and tests/test_ale_vec.py against SB3's AtariWrapper.
 
-#include <atomic>
 #include <cmath>
 #include <condition_variable>
-#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <exception>
