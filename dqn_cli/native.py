@@ -151,10 +151,17 @@ def _checked(path: Path) -> str | None:
     return reason
 
 
+SWITCH = {"1": True, "true": True, "yes": True, "on": True, "": True, "0": False, "false": False, "no": False}
+SWITCH["off"] = False
+
+
 @functools.cache
 def native_status() -> Status:
-    if os.environ.get("DQN_NATIVE", "1") == "0":
-        return Status(None, "turned off by DQN_NATIVE=0")
+    value = os.environ.get("DQN_NATIVE", "1")
+    if value.strip().lower() not in SWITCH:
+        return Status(None, f"DQN_NATIVE={value!r} is not 0 or 1: unset it to use the compiled step, 0 to turn it off")
+    if not SWITCH[value.strip().lower()]:
+        return Status(None, f"turned off by DQN_NATIVE={value}")
     if not sys.platform.startswith("linux"):
         return Status(None, "built on Linux only")
     try:
@@ -166,7 +173,13 @@ def native_status() -> Status:
         if failure is not None:
             return Status(None, failure)
         return Status(_load(path), f"compiled step {path}")
-    except (OSError, NativeError, subprocess.SubprocessError) as error:
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        return Status(
+            None,
+            f"cannot build or load it: {where}{error.strerror or error} (set DQN_NATIVE_CACHE to a writable folder)",
+        )
+    except (NativeError, subprocess.SubprocessError) as error:
         return Status(None, str(error))
 
 
@@ -232,7 +245,10 @@ class NativeGame:
         self.lib, self.size = pool.lib, size
         args = (seed, sticky, int(full_action_space), frame_skip, size, max_frames or 0)
         self.handle = self.lib.dqn_game_new(pool.handle, str(rom).encode(), *args)
-        self._raise_if(-1 if self.lib.dqn_game_error(self.handle) else 0)
+        error = self.lib.dqn_game_error(self.handle)
+        if error:  # ALE refused the ROM or its settings: free what was made, then say why
+            self.close()
+            raise NativeError(error.decode(errors="replace"))
         actions = (ctypes.c_int * 64)()
         self.action_set = list(actions[: self.lib.dqn_game_actions(self.handle, actions, 64)])
         palette = np.zeros(256 * 3, dtype=np.uint8)
@@ -280,7 +296,8 @@ def self_check(lib: ctypes.CDLL, game: str = "breakout", steps: int = 400) -> No
     of the last two RGB screens, OpenCV's grayscale and area resize), new games included; raise AssertionError at
     the first difference in the raw screen, the observation, the reward, the game over or the lives."""
     import ale_py
-    import cv2
+
+    from dqn_cli.ale_vec import warp_frame  # SB3's WarpFrame as the fallback path runs it (imported here: no cycle)
 
     rom = rom_path(game)
     reference = ale_py.ALEInterface()
@@ -294,9 +311,6 @@ def self_check(lib: ctypes.CDLL, game: str = "breakout", steps: int = 400) -> No
         pool, rom, seed=123, sticky=0.0, full_action_space=False, frame_skip=4, size=84, max_frames=None
     )
 
-    def warp(rgb: np.ndarray) -> np.ndarray:
-        return np.asarray(cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (84, 84), interpolation=cv2.INTER_AREA))
-
     rng = np.random.default_rng(0)
     try:
         assert native.action_set == [int(a.value) for a in actions], (native.action_set, actions)
@@ -309,7 +323,7 @@ def self_check(lib: ctypes.CDLL, game: str = "breakout", steps: int = 400) -> No
                 for _ in range(noops):
                     reference.act(actions[0])
                 frame, info = native.reset(noops)
-                assert np.array_equal(frame, warp(reference.getScreenRGB())), (
+                assert np.array_equal(frame, warp_frame(reference.getScreenRGB(), 84)), (
                     f"reset before step {t}: observations differ"
                 )
             action = int(rng.integers(len(actions)))
@@ -324,7 +338,7 @@ def self_check(lib: ctypes.CDLL, game: str = "breakout", steps: int = 400) -> No
             native.send(action)
             frame, info = native.recv()
             assert np.array_equal(native.screen(), reference.getScreen()), f"step {t}: raw screens differ"
-            assert np.array_equal(frame, warp(pooled.max(axis=0))), f"step {t}: observations differ"
+            assert np.array_equal(frame, warp_frame(pooled.max(axis=0), 84)), f"step {t}: observations differ"
             assert (info[0], bool(info[1]), info[3]) == (reward, game_over, reference.lives()), f"step {t}: {info}"
     finally:
         native.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +89,20 @@ def test_a_build_that_fails_its_check_is_never_used(
     env.close()
 
 
+def test_an_unwritable_cache_falls_back_and_says_where(
+    fresh_status: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DQN_NATIVE_CACHE", str(blocker / "cache"))
+    status = native.native_status()
+    assert status.library is None
+    assert status.reason.startswith("cannot build or load it: ") and "set DQN_NATIVE_CACHE to a writable folder" in (
+        status.reason
+    )
+    assert blocker.read_text() == "not a folder", "nothing lost"
+
+
 def test_the_build_is_reused_and_rebuilt_when_the_source_changes(
     fresh_status: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,6 +126,11 @@ def test_the_build_is_reused_and_rebuilt_when_the_source_changes(
 
 
 def test_dqn_native_0_turns_the_compiled_step_off(fresh_status: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DQN_NATIVE", "maybe")
+    assert native.native_status().reason == (
+        "DQN_NATIVE='maybe' is not 0 or 1: unset it to use the compiled step, 0 to turn it off"
+    )
+    native.native_status.cache_clear()
     monkeypatch.setenv("DQN_NATIVE", "0")
     assert native.native_status().library is None
     env = AleVecEnv(SETTINGS, 1)
@@ -123,7 +143,9 @@ def test_games_share_one_worker_per_core() -> None:
     env = AleVecEnv(SETTINGS, 5)
     try:
         assert all(isinstance(game.emulator, NativeEmulator) for game in env.games)
-        assert env.pool is not None and 1 <= len(env.pool.thread_ids) <= 5
+        cores = len(os.sched_getaffinity(0))
+        assert env.pool is not None and len(env.pool.thread_ids) == min(5, cores)
+        assert all(game.thread_ids == env.pool.thread_ids for game in env.games)
         env.reset()
         obs, _, _, _ = env.step(np.zeros(5, dtype=np.int64))
         assert obs.shape == (5, 4, 84, 84) and obs[:, -1].any()
