@@ -89,9 +89,11 @@ def main() -> None:
     if flag != "-m":
         raise SystemExit("usage: phase_timer.py OUT.json MODULE:FUNCTION -m RUN_MODULE ARGS...")
     if module == "dqn_cli":  # what dqn's `main` sets before torch loads; importing the timed function loads it
+        from dqn_cli import mkl
         from dqn_cli.threads import configure_openmp
 
         configure_openmp()
+        mkl.enable()
     where, name = target.split(":")
     evaluations: list[float] = []
     evaluation_cpu: list[float] = []

@@ -16,6 +16,7 @@ import time
 
 from cli_args import positive
 
+from dqn_cli import mkl
 from dqn_cli.threads import configure_openmp
 
 
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--fill", type=positive, default=2000, help="random env steps stored before timing")
     args = parser.parse_args()
     configure_openmp()  # what `dqn` sets before torch loads; it applies to both agents here
+    print(mkl.enable())  # likewise (MKL's AVX-512 kernels on AMD CPUs that have them): both agents' linear layers
 
     import numpy as np
     import torch

@@ -105,14 +105,20 @@ def compiler() -> str | None:
 
 def build(target: Path, module: Path) -> None:
     """Compile the step into `target` (atomically: a half-written library is never loaded)."""
+    link = [f"-L{module.parent}", f"-l:{module.name}", f"-Wl,-rpath,{module.parent}"]
+    compile_library(SOURCE, target, FLAGS, link)
+
+
+def compile_library(source: Path, target: Path, flags: list[str], link: list[str] | None = None) -> None:
+    """Compile the C++ `source` into the shared library `target` with `flags`, then `link` (libraries after the
+    source, as the linker needs them), atomically."""
     cxx = compiler()
     if cxx is None:
         raise NativeError("no C++ compiler found (install g++, or set CXX)")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        command = [cxx, *FLAGS, str(SOURCE), "-o", str(out), f"-L{module.parent}", f"-l:{module.name}"]
-        command.append(f"-Wl,-rpath,{module.parent}")
+        command = [cxx, *flags, str(source), "-o", str(out), *(link or [])]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -133,15 +139,16 @@ def _load(path: Path) -> ctypes.CDLL:
     return lib
 
 
-def _checked(path: Path) -> str | None:
-    """Run `self_check` on the built library in a child process (a crash there costs nothing); None if it passed."""
+def _checked(path: Path, checker: str = "dqn_cli.native") -> str | None:
+    """Run the built library's check (`python -m CHECKER LIBRARY`: `self_check` here) in a child process, once per
+    build (a crash there costs nothing; the verdict is kept beside the library); None if it passed."""
     marker = path.with_suffix(".json")
     try:
         return json.loads(marker.read_text())["failure"]
     except (OSError, ValueError, KeyError):
         pass  # not checked yet (or a marker from elsewhere that cannot be read): check now
     done = subprocess.run(
-        [sys.executable, "-m", "dqn_cli.native", str(path)], capture_output=True, text=True, check=False, timeout=300
+        [sys.executable, "-m", checker, str(path)], capture_output=True, text=True, check=False, timeout=300
     )
     failure = None if done.returncode == 0 else (done.stdout + done.stderr).strip().splitlines()[-1:] or ["crashed"]
     reason = None if failure is None else f"the self-check failed ({failure[0]})"

@@ -178,12 +178,12 @@ class PackedQNetwork:
             return self.head(x)
 
 
-def packed_q_network(policy: Any, batch_size: int) -> PackedQNetwork | None:
-    """A `PackedQNetwork` of `policy`'s Q-network for batches of up to `batch_size`, or None where there is none
-    (not a DQN policy, another features extractor, a GPU, a torch without oneDNN's fused kernels) or where, on two
-    random images, it does not give the Q-network's values (a platform whose kernels differ): the caller then uses
-    the Q-network itself."""
-    q_net = getattr(policy, "q_net", None)
+def packed_q_network(policy: Any, batch_size: int, q_net: Any = None) -> PackedQNetwork | None:
+    """A `PackedQNetwork` of `policy`'s Q-network (or of `q_net`, its target network) for batches of up to
+    `batch_size`, or None where there is none (not a DQN policy, another features extractor, a GPU, a torch without
+    oneDNN's fused kernels) or where, on two random images, it does not give the Q-network's values (a platform
+    whose kernels differ): the caller then uses the Q-network itself."""
+    q_net = getattr(policy, "q_net", None) if q_net is None else q_net
     if q_net is None or not _packable(q_net):
         return None
     space = q_net.observation_space

@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import torch as th
 from stable_baselines3 import DQN
 from torch.nn import functional as F
@@ -153,7 +155,7 @@ def test_batches_reach_the_convolutions_channels_last_and_train_bit_for_bit_the_
     assert not all(th.equal(a, b) for a, b in zip(reordered, train_from_start(8), strict=True)), "other batches"
 
 
-def test_target_pass_on_a_second_thread_trains_bit_for_bit_the_same() -> None:
+def test_target_pass_on_a_second_thread_trains_bit_for_bit_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     """The target network's forward pass runs beside the online one (threads.beside), each pass on one of the two
     torch threads: bit for bit what the same step gives with the passes one after the other, on one thread or on
     two, and to float rounding what it gives on the other count (the BLAS and oneDNN may split a layer's sums by
@@ -165,7 +167,13 @@ def test_target_pass_on_a_second_thread_trains_bit_for_bit_the_same() -> None:
     model.learn(80)
     start = (copy.deepcopy(model.policy.state_dict()), copy.deepcopy(model.policy.optimizer.state_dict()))
     target_threads: set[int] = set()
-    model.q_net_target.register_forward_pre_hook(lambda *_: target_threads.add(threading.get_ident()))
+    targets = agent.td_targets
+
+    def recorded_targets(*args: Any, **kwargs: Any) -> th.Tensor:
+        target_threads.add(threading.get_ident())
+        return targets(*args, **kwargs)
+
+    monkeypatch.setattr(agent, "td_targets", recorded_targets)
     initial = [p.detach().clone() for p in model.q_net.parameters()]
     threads = th.get_num_threads()
     try:
@@ -215,3 +223,51 @@ def test_a_failing_side_pass_raises_here_and_restores_the_threads() -> None:
         assert not side.requires_grad and main.requires_grad, "no graph for the side pass, the main one keeps it"
     finally:
         th.set_num_threads(threads)
+
+
+def test_the_target_pass_runs_on_packed_weights_that_follow_every_change_of_the_target_network(tmp_path: Path) -> None:
+    """The target network's Q-values come from a PackedQNetwork of it, rebuilt when SB3 updates the target network
+    and when a load replaces its weights: always the network's values to float rounding."""
+    from dqn_cli.policies import PackedQNetwork
+
+    model = atari_agent(n_envs=2)
+    model.learn(60)
+    images = th.randint(0, 256, (16, 4, 84, 84), generator=th.Generator().manual_seed(0), dtype=th.uint8)
+
+    def packed_agrees() -> PackedQNetwork:
+        packed = model._target_network(16)
+        assert isinstance(packed, PackedQNetwork)
+        with th.no_grad():
+            assert th.allclose(packed(images), model.q_net_target(images), rtol=1e-5, atol=1e-5)
+        return packed
+
+    first = packed_agrees()
+    assert model._target_network(16) is first, "built once while the target network stays as it is"
+    model.learn(model.target_update_interval, reset_num_timesteps=False)  # gradient steps, then a target update
+    assert not th.allclose(first(images), model.q_net_target(images), rtol=1e-5, atol=1e-5), "the target moved"
+    second = packed_agrees()
+    model.save(tmp_path / "model.zip")
+    model.set_parameters(str(tmp_path / "model.zip"))  # copies the saved weights into the networks
+    assert packed_agrees() is not second
+    model.pack_target = False
+    assert model._target_network(16) is model.q_net_target
+
+
+def test_batches_sampled_ahead_are_the_batches_sampled_in_turn() -> None:
+    """Within one update the side thread samples each next batch while the online pass runs: the same draws in the
+    same order, so three gradient steps in one update train bit for bit as three updates of one step each."""
+    model = atari_agent()
+    model.learn(80)
+    start = (copy.deepcopy(model.policy.state_dict()), copy.deepcopy(model.policy.optimizer.state_dict()))
+
+    def trained(calls: int, steps: int) -> list[th.Tensor]:
+        model.policy.load_state_dict(start[0])
+        model.policy.optimizer.load_state_dict(copy.deepcopy(start[1]))
+        np.random.seed(11)
+        for _ in range(calls):
+            model.train(gradient_steps=steps, batch_size=16)
+        return [p.detach().clone() for p in model.q_net.parameters()]
+
+    together, in_turn = trained(1, 3), trained(3, 1)
+    assert all(th.equal(a, b) for a, b in zip(together, in_turn, strict=True))
+    assert not all(th.equal(a, b) for a, b in zip(together, trained(1, 2), strict=True)), "a step fewer differs"
