@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--fill", type=positive, default=2000, help="random env steps stored before timing")
     args = parser.parse_args()
     configure_openmp()  # what `dqn` sets before torch loads; it applies to both agents here
-    print(mkl.enable())  # likewise (MKL's AVX-512 kernels on AMD CPUs that have them): both agents' linear layers
+    print(mkl.enable())  # likewise (MKL's AVX2/AVX-512 kernels on AMD CPUs too): both agents' linear layers
 
     import numpy as np
     import torch

@@ -427,7 +427,7 @@ def _is_usage_error(exc: Exception) -> bool:
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of the `dqn` console script and of `python -m dqn_cli`."""
     configure_openmp()  # before anything imports torch
-    mkl.enable()  # likewise (MKL's AVX-512 kernels on AMD CPUs that have them); quiet: `dqn_cli.mkl` says why not
+    mkl.enable()  # likewise (MKL's AVX2/AVX-512 kernels on AMD CPUs too); quiet: `dqn_cli.mkl` says why not
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]

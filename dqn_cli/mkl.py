@@ -1,17 +1,19 @@
-"""MKL's AVX-512 kernels on AMD CPUs that have AVX-512 (Zen 4 and later).
+"""MKL's kernels for the CPU's instruction set on AMD CPUs too (AVX2 on Zen 1-3, AVX-512 on Zen 4 and later).
 
 torch's x86 wheels run float matrix products (a Nature CNN's 3136x512 layer, forward and backward) in Intel's MKL,
-which chooses its kernels by the CPU's vendor: on an AMD CPU it runs its AVX2 kernels (`mkl_blas_def_sgemm_kernel_0_zen`
-in `perf`) even where the CPU has AVX-512. MKL asks one exported function, `mkl_serv_intel_cpu_true`, whether the CPU
-is Intel's. `native/mkl_vendor.cpp` defines it to answer yes; loaded into the process's global scope before torch,
-it is the definition torch's library binds to, and MKL then chooses by the CPU's features
-(`mkl_blas_avx512_sgemm_kernel_0_b0`). The products are MKL's own kernels for this CPU's instruction set, as on an
-Intel CPU that has it; sums may round differently from the AVX2 kernels', as they do between any two CPUs.
+which chooses its kernels by the CPU's vendor: on an AMD CPU it runs its generic ones (`mkl_blas_def_sgemm_kernel_0_zen`
+and `mkl_blas_def_sgemm_scopy_down16_bdz` in `perf`), whatever the CPU's instruction set. MKL asks one exported
+function, `mkl_serv_intel_cpu_true`, whether the CPU is Intel's. `native/mkl_vendor.cpp` defines it to answer yes;
+loaded into the process's global scope before torch, it is the definition torch's library binds to, and MKL then
+chooses by the CPU's features (`mkl_blas_avx2_sgemm_kernel_nocopy_NN_b1` on a Zen 3, `mkl_blas_avx512_sgemm_kernel_0_b0`
+on a Zen 4). The products are MKL's own kernels for this CPU's instruction set, as on an Intel CPU that has it; sums
+may round differently from the generic kernels', as they do between any two CPUs.
 
-On this project's 2-core AMD EPYC (Zen 4) a dqn gradient step took 22.5-24.6 ms against 23.5-27.4 without, in four
-alternating pairs of processes (benchmarks/RESULTS.md). `dqn` does it at start, before torch loads; the library is
-built once with the C++ compiler into dqn's cache folder and checked once in a child process (matrix products against
-float64 ones, at the shapes a Nature CNN uses). `DQN_MKL_AVX512=0` turns it off.
+On this project's 2-core AMD EPYC VMs (benchmarks/RESULTS.md), the 3136x512 layer's backward products on two
+threads: 0.67-0.81 against 1.41-2.30 ms (Zen 3), 0.58-0.64 against 0.68-0.86 ms (Zen 4); a whole dqn gradient step
+22.5-24.6 against 23.5-27.4 ms in four alternating pairs of processes (Zen 4). `dqn` does it at start, before torch
+loads; the library is built once with the C++ compiler into dqn's cache folder and checked once in a child process
+(matrix products against float64 ones, at the shapes a Nature CNN uses). `DQN_MKL_BY_FEATURES=0` turns it off.
 """
 
 from __future__ import annotations
@@ -23,14 +25,12 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # imported when used: `dqn --help` runs `enable`, and numpy is not needed there
-    pass
 
 SOURCE = Path(__file__).with_name("native") / "mkl_vendor.cpp"
 FLAGS = ["-O2", "-shared", "-fPIC"]
 AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl"}  # what MKL's AVX-512 kernels use
+AVX2 = {"avx2", "fma"}  # what its AVX2 kernels use: without them its generic kernels are what the CPU can run
+SETTING = "DQN_MKL_BY_FEATURES"
 SYMBOL = "mkl_serv_intel_cpu_true"
 
 
@@ -51,21 +51,26 @@ def reason_not_to() -> str | None:
     """Why MKL's kernels are left as MKL chooses them in this process; None where dqn should choose them."""
     from dqn_cli import native
 
-    value = os.environ.get("DQN_MKL_AVX512", "1")
+    value = os.environ.get(SETTING, "1")
     if value.strip().lower() not in native.SWITCH:
-        return f"DQN_MKL_AVX512={value!r} is not 0 or 1: unset it to use MKL's AVX-512 kernels, 0 to leave them"
+        return f"{SETTING}={value!r} is not 0 or 1: unset it to let MKL choose by the CPU's features, 0 to leave it"
     if not native.SWITCH[value.strip().lower()]:
-        return f"turned off by DQN_MKL_AVX512={value}"
+        return f"turned off by {SETTING}={value}"
     if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
         return "x86-64 Linux only"
     if cpu_field("vendor_id") != "AuthenticAMD":
         return "not an AMD CPU: MKL chooses its kernels by the CPU's features already"
-    missing = AVX512 - set(cpu_field("flags").split())
+    missing = AVX2 - set(cpu_field("flags").split())
     if missing:
-        return f"this CPU has no {', '.join(sorted(missing))}: MKL's AVX2 kernels are the fastest it can run"
+        return f"this CPU has no {', '.join(sorted(missing))}: MKL's generic kernels are the fastest it can run"
     if "torch" in sys.modules:
         return "torch was loaded first (it must be loaded after: `dqn` does this at start)"
     return None
+
+
+def kernels() -> str:
+    """The instruction set whose kernels MKL chooses on this CPU once it chooses by features."""
+    return "AVX-512" if set(cpu_field("flags").split()) >= AVX512 else "AVX2"
 
 
 def library_path() -> Path:
@@ -95,7 +100,7 @@ def enable() -> str:
         return f"cannot build or load {path}: {error.strerror or error} (set DQN_NATIVE_CACHE to a writable folder)"
     except (native.NativeError, subprocess.SubprocessError) as error:
         return str(error)
-    return f"MKL's AVX-512 kernels ({path})"
+    return f"MKL's {kernels()} kernels ({path})"
 
 
 def self_check() -> None:
