@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -97,10 +98,18 @@ def build_key(module: Path) -> str:
 
 
 def compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return name
-    return None
+    """The C++ compiler: `$CXX` where set (NativeError if it is not on PATH: the one the user chose, or none), else
+    the first of c++, g++ and clang++ found; None where there is none."""
+    chosen = os.environ.get("CXX", "").strip()
+    if chosen:
+        try:
+            found = shutil.which(shlex.split(chosen)[0])
+        except ValueError as error:  # unbalanced quotes
+            raise NativeError(f"CXX={chosen!r} cannot be read as a command ({error}): fix or unset it") from error
+        if found is None:
+            raise NativeError(f"CXX={chosen!r} is not on PATH: install it, or unset CXX to use c++, g++ or clang++")
+        return chosen
+    return next((name for name in ("c++", "g++", "clang++") if shutil.which(name)), None)
 
 
 def build(target: Path, module: Path) -> None:
@@ -118,7 +127,7 @@ def compile_library(source: Path, target: Path, flags: list[str], link: list[str
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        command = [cxx, *flags, str(source), "-o", str(out), *(link or [])]
+        command = [*shlex.split(cxx), *flags, str(source), "-o", str(out), *(link or [])]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -60,6 +61,33 @@ def test_without_a_compiler_games_run_on_ales_vector_env(fresh_status: Path, mon
         env.close()
     with pytest.raises(native.NativeError, match=r"no C\+\+ compiler"):
         AleVecEnv(SETTINGS, 1, compiled=True)
+
+
+@pytest.mark.parametrize(
+    ("cxx", "says"),
+    [
+        ("no-such-c++", "CXX='no-such-c++' is not on PATH: install it, or unset CXX to use c++, g++ or clang++"),
+        ('g++ "', "CXX='g++ \"' cannot be read as a command (No closing quotation): fix or unset it"),
+    ],
+)
+def test_a_cxx_that_is_not_a_compiler_is_named_not_replaced(
+    fresh_status: Path, monkeypatch: pytest.MonkeyPatch, cxx: str, says: str
+) -> None:
+    monkeypatch.setenv("CXX", cxx)
+    status = native.native_status()
+    assert status.library is None and status.reason == says
+    assert not list(fresh_status.glob("*.so"))  # nothing built with another compiler
+
+
+def test_cxx_may_carry_its_own_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gxx = native.compiler()
+    if gxx is None:
+        pytest.skip("no C++ compiler")
+    monkeypatch.setenv("CXX", f"{gxx} -DDQN_UNUSED=1")
+    source = tmp_path / "one.cpp"
+    source.write_text('extern "C" int one() { return DQN_UNUSED; }\n')
+    native.compile_library(source, tmp_path / "one.so", ["-O2", "-shared", "-fPIC"])
+    assert ctypes.CDLL(str(tmp_path / "one.so")).one() == 1
 
 
 def test_a_build_that_fails_its_check_is_never_used(
