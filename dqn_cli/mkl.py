@@ -12,9 +12,9 @@ may round differently from the generic kernels', as they do between any two CPUs
 On this project's 2-core AMD EPYC VMs (benchmarks/RESULTS.md, `benchmarks/mkl_kernels.py`), the 3136x512 layer's
 backward products on two threads: 0.56-0.81 against 0.71-1.38 ms (Zen 3), 0.58-0.64 against 0.68-0.86 ms (Zen 4),
 its forward product at batch 32 slower on both; a whole dqn gradient step 22.5-24.6 against 23.5-27.4 ms in four
-alternating pairs of processes (Zen 4). `dqn` does it at start, before torch
-loads; the library is built once with the C++ compiler into dqn's cache folder and checked once in a child process
-(matrix products against float64 ones, at the shapes a Nature CNN uses). `DQN_MKL_BY_FEATURES=0` turns it off.
+alternating pairs of processes (Zen 4). `dqn` does it at start, before torch loads; the library is built once with
+the C++ compiler into dqn's cache folder and checked once in a child process (matrix products against float64 ones,
+at the shapes a Nature CNN uses). `DQN_MKL_BY_FEATURES=0` turns it off.
 """
 
 from __future__ import annotations
