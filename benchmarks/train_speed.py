@@ -33,7 +33,6 @@ Usage: `python benchmarks/train_speed.py [--env SpaceInvaders] [--train-steps 40
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -97,11 +96,10 @@ def phase(rollouts: list[list[float]], low: int, high: int) -> tuple[float, floa
 def cpu_model() -> str:
     """The CPU's model name (Linux's /proc/cpuinfo), else the architecture: the figures depend on it, and this
     project's sessions have run on more than one kind of 2-core machine."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
-    return platform.processor() or platform.machine()
+    from dqn_cli import native
+
+    model = native.cpu_field("model name")
+    return f"{model} ({platform.machine()})" if model else platform.processor() or platform.machine()
 
 
 def dqn_cmd(env: str, steps: int, starts: int, buffer: int, eval_episodes: int, n_envs: int = 1) -> list[str]:

@@ -35,19 +35,6 @@ SETTING = "DQN_MKL_BY_FEATURES"
 SYMBOL = "mkl_serv_intel_cpu_true"
 
 
-def cpu_field(name: str) -> str:
-    """The value of `name` (vendor_id, flags) in /proc/cpuinfo's first entry; empty where there is none."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == name:
-                    return value.strip()
-    except OSError:
-        pass
-    return ""
-
-
 def reason_not_to() -> str | None:
     """Why MKL's kernels are left as MKL chooses them in this process; None where dqn should choose them."""
     from dqn_cli import native
@@ -59,9 +46,9 @@ def reason_not_to() -> str | None:
         return f"turned off by {SETTING}={value}"
     if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
         return "x86-64 Linux only"
-    if cpu_field("vendor_id") != "AuthenticAMD":
+    if native.cpu_field("vendor_id") != "AuthenticAMD":
         return "not an AMD CPU: MKL chooses its kernels by the CPU's features already"
-    missing = AVX2 - set(cpu_field("flags").split())
+    missing = AVX2 - set(native.cpu_field("flags").split())
     if missing:
         return f"this CPU has no {', '.join(sorted(missing))}: MKL's generic kernels are the fastest it can run"
     if "torch" in sys.modules:
@@ -71,7 +58,9 @@ def reason_not_to() -> str | None:
 
 def kernels() -> str:
     """The instruction set whose kernels MKL chooses on this CPU once it chooses by features."""
-    return "AVX-512" if set(cpu_field("flags").split()) >= AVX512 else "AVX2"
+    from dqn_cli import native
+
+    return "AVX-512" if set(native.cpu_field("flags").split()) >= AVX512 else "AVX2"
 
 
 def library_path() -> Path:

@@ -80,20 +80,34 @@ def ale_module() -> Path:
     return Path(str(module.__file__)).resolve()
 
 
-def cpu_flags() -> str:
-    """The CPU's feature flags (a library built with -march=native on one CPU may not run on another)."""
+@functools.cache
+def _first_cpu() -> dict[str, str]:
+    """/proc/cpuinfo's first entry as {field: value}; empty where there is none (not Linux)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            return next((line for line in cpuinfo if line.startswith("flags")), "")
+            for line in cpuinfo:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
-        return ""
+        pass
+    return fields
+
+
+def cpu_field(name: str) -> str:
+    """The value of `name` (vendor_id, flags, model name) for this machine's first CPU; empty where there is none.
+    The flags key the compiled step's build (a library built with -march=native on one CPU may not run on another)
+    and decide MKL's kernels (`dqn_cli.mkl`)."""
+    return _first_cpu().get(name, "")
 
 
 def build_key(module: Path) -> str:
     stat = module.stat()
     digest = hashlib.sha256(SOURCE.read_bytes())
     digest.update(f"{module}|{stat.st_size}|{stat.st_mtime_ns}|{ABI_VERSION}|{' '.join(FLAGS)}".encode())
-    digest.update(cpu_flags().encode())
+    digest.update(cpu_field("flags").encode())
     return digest.hexdigest()[:16]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dqn_cli import mkl
+from dqn_cli import mkl, native
 
 ZEN3_FLAGS = "fpu sse2 avx avx2 fma bmi2 vaes"
 ZEN4_FLAGS = ZEN3_FLAGS + " avx512f avx512dq avx512cd avx512bw avx512vl avx512_bf16"
@@ -18,7 +18,7 @@ ZEN4_FLAGS = ZEN3_FLAGS + " avx512f avx512dq avx512cd avx512bw avx512vl avx512_b
 # A fresh process: `enable` before torch, then what it says, what the global scope answers, and one product's error.
 PROBE = """
 import ctypes, json, sys
-from dqn_cli import mkl
+from dqn_cli import mkl, native
 said = mkl.enable()
 import numpy as np, torch
 a, b = np.random.default_rng(0).standard_normal((2, 32, 3136), dtype=np.float32)
@@ -35,8 +35,8 @@ def probe(tmp_path: Path, **env: str) -> dict[str, object]:
 
 
 def this_cpu_wants_it() -> bool:
-    flags = set(mkl.cpu_field("flags").split())
-    return sys.platform.startswith("linux") and mkl.cpu_field("vendor_id") == "AuthenticAMD" and flags >= mkl.AVX2
+    flags = set(native.cpu_field("flags").split())
+    return sys.platform.startswith("linux") and native.cpu_field("vendor_id") == "AuthenticAMD" and flags >= mkl.AVX2
 
 
 def test_dqn_lets_mkl_choose_its_kernels_by_features_on_amd_cpus_with_avx2(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_it_is_chosen_only_where_mkl_would_otherwise_run_slower_kernels(
     if not sys.platform.startswith("linux"):
         pytest.skip("x86-64 Linux only")
     monkeypatch.delenv("DQN_MKL_BY_FEATURES", raising=False)
-    monkeypatch.setattr(mkl, "cpu_field", {"vendor_id": vendor, "flags": flags}.get)
+    monkeypatch.setattr(native, "cpu_field", {"vendor_id": vendor, "flags": flags}.get)
     assert str(mkl.reason_not_to()).startswith(reason)
 
 
@@ -89,7 +89,7 @@ def test_it_is_chosen_only_where_mkl_would_otherwise_run_slower_kernels(
 def test_it_names_the_kernels_mkl_chooses_by_the_cpus_features(
     monkeypatch: pytest.MonkeyPatch, flags: str, kernels: str
 ) -> None:
-    monkeypatch.setattr(mkl, "cpu_field", {"vendor_id": "AuthenticAMD", "flags": flags}.get)
+    monkeypatch.setattr(native, "cpu_field", {"vendor_id": "AuthenticAMD", "flags": flags}.get)
     assert mkl.kernels() == kernels
 
 
