@@ -427,8 +427,9 @@ def _is_usage_error(exc: Exception) -> bool:
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of the `dqn` console script and of `python -m dqn_cli`."""
     configure_openmp()  # before anything imports torch
-    mkl.enable()  # likewise (MKL's AVX2/AVX-512 kernels on AMD CPUs too); quiet: `dqn_cli.mkl` says why not
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and not {"-h", "--help"} & set(args):  # help needs no torch: no first-run build and check
+        mkl.enable()  # before torch too (MKL's AVX2/AVX-512 kernels on AMD CPUs); quiet: `dqn_cli.mkl` says why not
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:

@@ -111,3 +111,16 @@ def test_a_library_that_fails_its_check_is_not_loaded_and_not_checked_again(
 
     monkeypatch.setattr(subprocess, "run", no_second_check)
     assert mkl.enable() == said
+
+
+def test_help_builds_nothing_and_a_command_chooses_the_kernels_before_it_runs(tmp_path: Path) -> None:
+    environment = {**os.environ, "DQN_NATIVE_CACHE": str(tmp_path / "cache")}
+
+    def dqn(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "dqn_cli", *args], capture_output=True, text=True, env=environment)
+
+    assert dqn("--help").returncode == 0 and dqn("train", "-h").returncode == 0
+    assert not (tmp_path / "cache").exists()  # help needs no torch, so no first-run build and check
+    assert dqn("eval", "--run", str(tmp_path / "missing")).returncode == 2
+    built = sorted((tmp_path / "cache").glob("mkl_vendor-*.so"))
+    assert len(built) == (1 if this_cpu_wants_it() else 0)
