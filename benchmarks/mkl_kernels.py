@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 from cli_args import positive
 
@@ -42,7 +43,7 @@ print(json.dumps({"said": said, "ms": times}))
 """
 
 
-def measure(by_features: bool, calls: int) -> dict[str, object]:
+def measure(by_features: bool, calls: int) -> dict[str, Any]:
     env = {**os.environ, "DQN_MKL_BY_FEATURES": "1" if by_features else "0"}
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(calls)], capture_output=True, text=True, env=env, check=True
@@ -58,8 +59,8 @@ def main() -> None:
     pairs = [(measure(False, args.calls), measure(True, args.calls)) for _ in range(args.pairs)]
     print(f"by vendor: {pairs[0][0]['said']}\nby features: {pairs[0][1]['said']}")
     print(f"{'ms (by vendor / by features)':30}" + "".join(f"{'pair ' + str(i + 1):>18}" for i in range(args.pairs)))
-    for name in pairs[0][0]["ms"]:  # type: ignore[union-attr]
-        cells = [f"{vendor['ms'][name]:.2f} / {features['ms'][name]:.2f}" for vendor, features in pairs]  # type: ignore[index]
+    for name in pairs[0][0]["ms"]:
+        cells = [f"{vendor['ms'][name]:.2f} / {features['ms'][name]:.2f}" for vendor, features in pairs]
         print(f"{name:30}" + "".join(f"{cell:>18}" for cell in cells))
 
 
