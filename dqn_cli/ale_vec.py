@@ -472,8 +472,21 @@ class AleVecEnv(VecEnv):
             self.in_flight = None
             return
         self._batch_policy(self.queued is not None)
-        for i in map(int, np.flatnonzero(~self.paused)):
+        live = np.flatnonzero(~self.paused)
+        if self.queued is None and self._step_on_team(live):
+            return
+        for i in map(int, live):
             self.games[i].send(int(self.actions[i]))
+
+    def _step_on_team(self, live: np.ndarray) -> bool:
+        """Play the live games' steps now on torch's OpenMP team (`native.step_on_team`), where the games are in the
+        compiled step and no step is sent ahead (`queue_next`, whose steps run beside the caller's work on the
+        pool); False where the pool has to play them."""
+        if self.pool is None or not live.size:
+            return False
+        games = [self.games[i].emulator for i in live]
+        handles = [game.game for game in games if isinstance(game, NativeEmulator)]
+        return len(handles) == live.size and native.step_on_team(self.pool, handles, self.actions[live])
 
     def _batch_policy(self, on: bool) -> None:
         """The emulator threads under `SCHED_BATCH` while steps are sent ahead (warm-up), not otherwise: see

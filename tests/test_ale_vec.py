@@ -201,6 +201,54 @@ def test_a_paused_game_stands_still_and_resumes_where_it_stopped(compiled: bool)
         venv.close()
 
 
+def test_steps_chosen_from_observations_play_on_torchs_team_as_on_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step whose actions came from the observations runs on torch's OpenMP team (`native.step_on_team`) and plays
+    exactly what the pool's threads play, across lost lives, game overs and a paused game; warm-up steps sent ahead
+    stay on the pool."""
+    assert native.library() is not None, native.native_status().reason
+    settings = AtariSettings(game="breakout", env_id="BreakoutNoFrameskip-v4")
+    team, pool = AleVecEnv(settings, 3), AleVecEnv(settings, 3)
+    real, on_team = native.step_on_team, []
+
+    def step_on_team(on: native.Pool, games: list[native.NativeGame], actions: np.ndarray) -> bool:
+        if on is not team.pool:
+            return False
+        on_team.append(real(on, games, actions))
+        return on_team[-1]
+
+    monkeypatch.setattr(native, "step_on_team", step_on_team)
+    rng = np.random.default_rng(0)
+    try:
+        for venv in (team, pool):
+            venv.seed(11)
+        assert np.array_equal(team.reset(), pool.reset())
+        ends, actions = 0, rng.integers(4, size=3)
+        for t in range(1500):
+            if t == 700:
+                for venv in (team, pool):
+                    venv.pause(np.array([False, True, False]))
+            upcoming = rng.integers(4, size=3)
+            if t % 50 == 0 and t < 700:  # warm-up-like: the next step's actions announced while this one is handled
+                for venv in (team, pool):
+                    venv.queue_next(upcoming)
+            played = [venv.step(actions) for venv in (team, pool)]
+            (obs, rewards, dones, infos), (obs_, rewards_, dones_, infos_) = played
+            assert np.array_equal(obs, obs_) and np.array_equal(rewards, rewards_) and np.array_equal(dones, dones_), t
+            for info, info_ in zip(infos, infos_, strict=True):
+                last, last_ = info.pop("terminal_observation", None), info_.pop("terminal_observation", None)
+                assert np.array_equal(np.asarray(last), np.asarray(last_)), t
+                for record in (info, info_):
+                    record.get("episode", {}).pop("t", None)  # the Monitor's wall time
+                assert info == info_, t
+            ends += int(dones.sum())
+            actions = upcoming
+        assert ends >= 3, "lives lost and games over along the way"
+        assert on_team and all(on_team), "steps from observations ran on the team"
+        assert len(on_team) < 1500, "steps sent ahead stayed on the pool"
+    finally:
+        team.close(), pool.close()
+
+
 def thread_ids() -> set[int]:
     return {int(tid) for tid in os.listdir("/proc/self/task")}
 

@@ -197,3 +197,49 @@ def test_train_says_when_games_cannot_run_in_the_compiled_step(
         "Atari on ALE's vector env (the same observations, slower), not dqn's compiled step: turned off by "
         "DQN_NATIVE=0" in fallback.err
     )
+
+
+def _two_games(pool: native.Pool) -> tuple[native.NativeGame, native.NativeGame]:
+    rom = native.rom_path("breakout")
+    kwargs = {"seed": 7, "sticky": 0.25, "full_action_space": False, "frame_skip": 4, "size": 84, "max_frames": None}
+    return native.NativeGame(pool, rom, **kwargs), native.NativeGame(pool, rom, **kwargs)  # type: ignore[arg-type]
+
+
+def test_steps_on_torchs_openmp_team_play_what_the_pool_plays() -> None:
+    import torch
+
+    lib = native.library()
+    assert lib is not None, native.native_status().reason
+    pool = native.Pool(lib, torch.get_num_threads())
+    on_pool, on_team = _two_games(pool)
+    rng = np.random.default_rng(3)
+    try:
+        for game in (on_pool, on_team):
+            game.reset(5)
+        for t in range(500):
+            action = int(rng.integers(len(on_pool.action_set)))
+            on_pool.send(action)
+            expected = on_pool.recv()
+            assert native.step_on_team(pool, [on_team], np.array([action])), "torch's libgomp team was not found"
+            frame, info = on_team.recv()
+            assert np.array_equal(frame, expected[0]) and np.array_equal(info, expected[1]), f"step {t}"
+            if info[1]:  # game over: both start again alike
+                assert np.array_equal(on_pool.reset(3)[0], on_team.reset(3)[0])
+    finally:
+        on_pool.close(), on_team.close(), pool.close()
+
+
+def test_a_team_smaller_than_the_pool_leaves_the_steps_to_the_pool() -> None:
+    import torch
+
+    lib = native.library()
+    assert lib is not None, native.native_status().reason
+    pool = native.Pool(lib, torch.get_num_threads() + 1)
+    game, other = _two_games(pool)
+    try:
+        game.reset(5)
+        assert not native.step_on_team(pool, [game], np.array([1]))
+        game.send(1)  # the game was left as it was: not waiting for a step that never comes
+        assert game.recv()[0].any()
+    finally:
+        game.close(), other.close(), pool.close()

@@ -11,6 +11,7 @@
 //     operations, compiled without contraction into FMA, so every pixel is OpenCV's.
 // tests/test_native.py checks frames against ale-py + OpenCV, and tests/test_ale_vec.py against SB3's AtariWrapper.
 
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
@@ -23,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include <dlfcn.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -264,6 +266,7 @@ class Pool {
     }
     ready_.notify_one();
   }
+  int size() const { return static_cast<int>(threads_.size()); }
   std::vector<int> tids() {
     std::lock_guard<std::mutex> lock(mutex_);
     return tids_;
@@ -350,11 +353,50 @@ int fail(Game* g, const std::exception& e) {
   return -1;
 }
 
+// The OpenMP runtime torch has loaded (libgomp): its entry point for a parallel region and the team size a region
+// started on the calling thread gets. Empty where torch runs on another runtime, or has not been loaded yet (looked
+// for again at the next call).
+struct OpenMP {
+  using Region = void (*)(void (*)(void*), void*, unsigned, unsigned);
+  Region region = nullptr;
+  int (*max_threads)() = nullptr;
+};
+
+OpenMP torch_openmp() {
+  static std::atomic<bool> found{false};
+  static OpenMP openmp;
+  if (found.load()) return openmp;
+  OpenMP o;
+  if (void* gomp = dlopen("libgomp.so.1", RTLD_LAZY | RTLD_NOLOAD)) {
+    o.region = reinterpret_cast<OpenMP::Region>(dlsym(gomp, "GOMP_parallel"));
+    o.max_threads = reinterpret_cast<int (*)()>(dlsym(gomp, "omp_get_max_threads"));
+    dlclose(gomp);  // the runtime stays loaded: torch holds it
+  }
+  if (o.region == nullptr || o.max_threads == nullptr) return OpenMP();
+  static std::mutex setting;
+  std::lock_guard<std::mutex> lock(setting);
+  openmp = o;
+  found.store(true);
+  return o;
+}
+
+struct TeamSteps {
+  Game** games;
+  int n;
+  std::atomic<int> next{0};
+};
+
+// Each member of the team takes the next game not yet taken until none is left.
+void team_steps(void* work) {
+  auto* w = static_cast<TeamSteps*>(work);
+  for (int i = w->next.fetch_add(1); i < w->n; i = w->next.fetch_add(1)) w->games[i]->step();
+}
+
 }  // namespace
 
 extern "C" {
 
-int dqn_abi_version() { return 1; }
+int dqn_abi_version() { return 2; }
 
 void* dqn_pool_new(int threads) {
   ale::Logger::setMode(ale::Logger::Error);
@@ -500,6 +542,26 @@ int dqn_game_recv(void* game, unsigned char* out, int* info) {
   info[0] = r.reward, info[1] = r.game_over, info[2] = r.truncated, info[3] = r.lives;
   info[4] = r.frame_number, info[5] = r.episode_frame_number;
   return 0;
+}
+
+// The steps of `n` games of `pool`, each with its action, played before returning by the calling thread's OpenMP
+// team (torch's threads: the caller and the workers that spin after torch's last parallel region) instead of the
+// pool's threads, which would compete with those for the cores. 1 when played so; 0, with nothing done, where there
+// is no such team or it has fewer threads than the pool: the caller then sends the steps to the pool.
+int dqn_games_step_team(void* pool, void** games, const int* actions, int n) {
+  const OpenMP openmp = torch_openmp();
+  if (openmp.region == nullptr || openmp.max_threads() < static_cast<Pool*>(pool)->size()) return 0;
+  std::vector<Game*> team_games(static_cast<size_t>(n));
+  for (int i = 0; i < n; i++) {
+    Game* g = team_games[i] = static_cast<Game*>(games[i]);
+    std::unique_lock<std::mutex> lock(g->mutex);
+    g->done.wait(lock, [&] { return !g->busy; });  // a step sent to the pool and not received yet ends first
+    g->busy = true;
+    g->action = actions[i];
+  }
+  TeamSteps work{team_games.data(), n};
+  openmp.region(team_steps, &work, 0, 0);
+  return 1;
 }
 
 }  // extern "C"
