@@ -161,21 +161,33 @@ def test_a_packed_network_that_disagrees_with_the_q_network_is_not_used(monkeypa
 
 
 def test_evaluations_on_the_packed_network_play_the_same_games(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`play` on the packed Q-network (the default) and on the Q-network itself: the same episodes."""
+    """`play` on the packed Q-network (the default) and on the Q-network itself: the same episodes. The network is
+    packed for the games side by side, and again for one game once the last game plays alone (oneDNN reorders the
+    weights packed for more at every single-game call)."""
     from dqn_cli import policies
 
     model = atari_model(False, n_envs=4)
-    packed_calls: list[int] = []
-    pack = policies.packed_q_network
+    packs: list[tuple[int, Any]] = []
+    batches: list[tuple[int, Any]] = []
+    pack, actions_of = policies.packed_q_network, policies.greedy_actions
 
     def counted(policy: Any, batch_size: int) -> Any:
-        packed_calls.append(batch_size)
-        return pack(policy, batch_size)
+        packs.append((batch_size, pack(policy, batch_size)))
+        return packs[-1][1]
+
+    def seen(policy: Any, observation: Any, q_values: Any = None) -> Any:
+        batches.append((len(observation), q_values))
+        return actions_of(policy, observation, q_values)
 
     monkeypatch.setattr(policies, "packed_q_network", counted)
+    monkeypatch.setattr(policies, "greedy_actions", seen)
     packed = play(model, model.get_env(), 6, epsilon=0.05, seed=3)
+    assert [size for size, _ in packs] == [4, 1], "packed for the 4 games, and for 1 once the last played alone"
+    for_all, for_one = (network for _, network in packs)
+    assert {size for size, _ in batches} > {1, 4}, "the games ended at different times"
+    assert all((network is for_one) == (size == 1) and network in (for_all, for_one) for size, network in batches)
     again = play(model, model.get_env(), 6, epsilon=0.05, seed=3)
-    assert packed_calls == [4, 4], "packed at every evaluation: the weights change between them in training"
+    assert [size for size, _ in packs] == [4, 1, 4, 1], "packed at every evaluation: the weights change in training"
     assert np.array_equal(packed.returns, again.returns) and np.array_equal(packed.lengths, again.lengths)
     monkeypatch.setattr(policies, "packed_q_network", lambda policy, batch_size: None)
     plain = play(model, model.get_env(), 6, epsilon=0.05, seed=3)
