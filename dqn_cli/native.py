@@ -269,9 +269,9 @@ def step_on_team(pool: Pool, games: Sequence[NativeGame], actions: np.ndarray) -
     After a forward pass or a gradient step torch's OpenMP workers spin for their next parallel region
     (`threads.configure_openmp`); the pool's threads, woken beside them, got the cores only when the spin ended.
     Played as a parallel region of that team instead, the steps run on the caller and the spinning workers, so the
-    cores hold only the threads at work: 8 evaluation games here played 1,480-1,589 agent steps/s against
-    1,064-1,150 on the pool (2 cores busy against 1.91-1.96; the same episodes). `recv` then returns each game's
-    step at once."""
+    cores hold only the threads at work: 8 evaluation games here played 1,462-1,534 agent steps/s against
+    1,215-1,391 on the pool in alternating processes (1.94-1.96 cores busy against 1.80-1.84; the same episodes).
+    `recv` then returns each game's step at once."""
     handles = (ctypes.c_void_p * len(games))(*(game.handle for game in games))
     chosen = np.ascontiguousarray(actions, dtype=np.intc)
     return bool(pool.lib.dqn_games_step_team(pool.handle, handles, chosen.ctypes.data_as(_int_p), len(games)))
