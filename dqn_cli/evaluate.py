@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dqn_cli import __version__, checkpoint, envs, loading, scores
+from dqn_cli.heap import frozen_setup
 from dqn_cli.play import Protocol, games_side_by_side, play
 from dqn_cli.selection import Agent, PlayRequest, select
 
@@ -58,7 +59,8 @@ def evaluate(request: EvalRequest, say: Callable[[str], None] = lambda _: None) 
     try:
         policy, info = loading.load_policy(agent.model_path, env, trust=request.trust)
         started = time.monotonic()
-        episodes = play(policy, env, request.episodes, epsilon=request.epsilon, seed=request.seed)
+        with frozen_setup():
+            episodes = play(policy, env, request.episodes, epsilon=request.epsilon, seed=request.seed)
         seconds = time.monotonic() - started
     finally:
         env.close()

@@ -223,6 +223,7 @@ def _learn(
 
     from dqn_cli.agent import StopRequest
     from dqn_cli.callbacks import CheckpointCallback, EvalCallback, ProgressCallback
+    from dqn_cli.heap import frozen_setup
     from dqn_cli.play import games_side_by_side
     from dqn_cli.progress import reporter
     from dqn_cli.signals import stop_on_signals
@@ -252,7 +253,7 @@ def _learn(
     )
     total = resolved.hyperparams.n_timesteps
     _write_run_state(run_dir, "running", model)
-    with reporter(live_progress) as (report, every), stop_on_signals(stop, lambda _: None):
+    with reporter(live_progress) as (report, every), stop_on_signals(stop, lambda _: None), frozen_setup():
         callbacks: list[BaseCallback] = [c for c in (evaluation, saver) if c is not None]
         callbacks.append(ProgressCallback(report, evaluation, every))
         model.learn(

@@ -292,6 +292,7 @@ def run_trial(trial: Any, spec: TuneSpec, worker_id: str) -> float:
     import optuna
 
     from dqn_cli import agent
+    from dqn_cli.heap import frozen_setup
     from dqn_cli.play import games_side_by_side
 
     trial.set_user_attr("worker", worker_id)
@@ -309,7 +310,8 @@ def run_trial(trial: Any, spec: TuneSpec, worker_id: str) -> float:
         model = agent.build(hp, env, seed=seed, device=spec.device, tensorboard_log=None)
         model.stop_request = agent.StopRequest()
         callback = _trial_callback(trial, eval_env, spec)
-        model.learn(spec.trial_timesteps, callback=callback)
+        with frozen_setup():
+            model.learn(spec.trial_timesteps, callback=callback)
     finally:
         env.close()
         eval_env.close()

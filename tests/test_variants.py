@@ -90,8 +90,10 @@ def test_prioritized_buffer_weights_and_priority_updates() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("switch", ["double_q=true", "dueling=true", "prioritized_replay=true", "n_steps=3"])
 def test_each_switch_learns_cartpole(dqn, workdir: Path, switch: str) -> None:
-    result = dqn("train", "--env", "CartPole-v1", "--set", switch, "--seed", "3", "--eval-freq", "5000",
-                 "--eval-episodes", "10", "--no-progress", "--no-tensorboard")  # fmt: skip
+    # 30k of rl_zoo3's 50k steps: each switch reached a mean of 312-500 by then here (the plain agent keeps the
+    # whole budget in test_learning.py); the shorter budget keeps CI's learning tests near five minutes
+    result = dqn("train", "--env", "CartPole-v1", "--set", switch, "--seed", "3", "-n", "30000", "--eval-freq",
+                 "5000", "--eval-episodes", "10", "--no-progress", "--no-tensorboard")  # fmt: skip
     assert result.code == 0, result.err
     run = workdir / "logs/dqn/CartPole-v1_1"
     with np.load(run / "evaluations.npz") as data:
@@ -100,7 +102,7 @@ def test_each_switch_learns_cartpole(dqn, workdir: Path, switch: str) -> None:
     model = DQN.load(run / "CartPole-v1.zip")  # the ordinary SB3 zip
     evaluated = dqn("eval", "--run", str(run), "--episodes", "2")
     assert evaluated.code == 0, evaluated.err
-    assert model.num_timesteps >= 50_000
+    assert model.num_timesteps >= 30_000
 
 
 def test_switches_resume_and_load_safely(dqn, workdir: Path) -> None:
