@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 SOURCE = Path(__file__).with_name("native") / "ale_step.cpp"
-ABI_VERSION = 2
+ABI_VERSION = 3
 # -march=native: built for this machine's CPU (its flags are in the build key); -ffp-contract=off: no FMA, so the
 # area resize rounds as OpenCV's does; -fno-math-errno: lrintf inlined.
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno", "-pthread"]
@@ -55,6 +55,17 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "dqn_game_reset": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, _uint8_p, _int_p]),
     "dqn_game_send": (None, [ctypes.c_void_p, ctypes.c_int]),
     "dqn_game_recv": (ctypes.c_int, [ctypes.c_void_p, _uint8_p, _int_p]),
+    "dqn_games_recv_stacked": (
+        ctypes.c_int,
+        [
+            ctypes.POINTER(ctypes.c_void_p),
+            ctypes.c_int,
+            _uint8_p,
+            ctypes.POINTER(ctypes.c_longlong),
+            ctypes.c_int,
+            _int_p,
+        ],
+    ),
     "dqn_games_step_team": (
         ctypes.c_int,
         [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), _int_p, ctypes.c_int],
@@ -275,6 +286,34 @@ def step_on_team(pool: Pool, games: Sequence[NativeGame], actions: np.ndarray) -
     handles = (ctypes.c_void_p * len(games))(*(game.handle for game in games))
     chosen = np.ascontiguousarray(actions, dtype=np.intc)
     return bool(pool.lib.dqn_games_step_team(pool.handle, handles, chosen.ctypes.data_as(_int_p), len(games)))
+
+
+def recv_stacked(games: Sequence[NativeGame], stacks: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Receive these games' steps at once, each into its frame stack: `stacks[rows[i]]` (oldest frame first) moves
+    up by one frame and takes game i's new frame last, as VecFrameStack updates it. Returns each game's (reward, game
+    over, truncated, lives, frame, episode frame), one row per game; NativeError where a step failed.
+
+    One call instead of a `recv` per game: an 8-game vector step's receipt took ~0.4 ms of Python, during which
+    torch's OpenMP worker spins beside it (`step_on_team`)."""
+    n, depth = len(games), stacks.shape[1]
+    if stacks.dtype != np.uint8 or not stacks.flags.c_contiguous or any(g.size**2 != stacks[0, 0].size for g in games):
+        raise ValueError(
+            f"frame stacks must be C-contiguous uint8 (N, K, size, size), got {stacks.dtype} {stacks.shape}"
+        )
+    chosen = np.ascontiguousarray(rows, dtype=np.longlong)
+    if chosen.shape != (n,) or (n and not 0 <= chosen.min() <= chosen.max() < len(stacks)):
+        raise ValueError(f"rows {chosen} do not pick one of the {len(stacks)} stacks for each of the {n} games")
+    info = np.empty((n, INFO_SIZE), dtype=np.intc)
+    handles = (ctypes.c_void_p * n)(*(game.handle for game in games))
+    rows_p = chosen.ctypes.data_as(ctypes.POINTER(ctypes.c_longlong))
+    code = (
+        games[0].lib.dqn_games_recv_stacked(handles, n, _ptr(stacks), rows_p, depth, info.ctypes.data_as(_int_p))
+        if n
+        else 0
+    )
+    if code < 0:
+        games[-1 - code]._raise_if(code)
+    return info
 
 
 class NativeGame:

@@ -243,3 +243,59 @@ def test_a_team_smaller_than_the_pool_leaves_the_steps_to_the_pool() -> None:
         assert game.recv()[0].any()
     finally:
         game.close(), other.close(), pool.close()
+
+
+def test_steps_received_at_once_move_each_games_frame_stack_as_one_by_one() -> None:
+    lib = native.library()
+    assert lib is not None, native.native_status().reason
+    pool = native.Pool(lib, 2)
+    singles, batched = _two_games(pool), _two_games(pool)
+    rng = np.random.default_rng(4)
+    expected = np.zeros((2, 4, 84, 84), dtype=np.uint8)
+    stacks = rng.integers(0, 256, (3, 4, 84, 84), dtype=np.uint8)  # game 0 in row 2, game 1 in row 0, row 1 idle
+    expected[:] = stacks[[2, 0]]
+    idle_row = stacks[1].copy()
+    try:
+        for game in (*singles, *batched):
+            game.reset(7)
+        for t in range(400):
+            actions = rng.integers(len(singles[0].action_set), size=2)
+            infos = []
+            for i, game in enumerate(singles):
+                game.send(int(actions[i]))
+                frame, info = game.recv()
+                expected[i, :-1] = expected[i, 1:].copy()
+                expected[i, -1] = frame
+                infos.append(info)
+            for i, game in enumerate(batched):
+                game.send(int(actions[i]))
+            rows = native.recv_stacked(list(batched), stacks, np.array([2, 0]))
+            assert np.array_equal(rows, np.array(infos)), f"step {t}"
+            assert np.array_equal(stacks[[2, 0]], expected), f"step {t}: frame stacks differ"
+            for i in np.flatnonzero(rows[:, 1]):  # game over: both start again alike
+                assert np.array_equal(singles[i].reset(3)[0], batched[i].reset(3)[0])
+        assert np.array_equal(stacks[1], idle_row), "a row no game was received into is left as it was"
+    finally:
+        for game in (*singles, *batched):
+            game.close()
+        pool.close()
+
+
+def test_receiving_at_once_refuses_stacks_it_cannot_fill_and_names_a_failed_step() -> None:
+    lib = native.library()
+    assert lib is not None, native.native_status().reason
+    pool = native.Pool(lib, 1)
+    game, other = _two_games(pool)
+    try:
+        game.reset(5), other.reset(5)
+        for wrong in (np.zeros((2, 4, 84, 84), dtype=np.float32), np.zeros((2, 4, 42, 42), dtype=np.uint8)):
+            with pytest.raises(ValueError, match="frame stacks"):
+                native.recv_stacked([game], wrong, np.array([0]))
+        with pytest.raises(ValueError, match="rows"):
+            native.recv_stacked([game], np.zeros((2, 4, 84, 84), dtype=np.uint8), np.array([2]))
+        game.send(0)
+        other.send(len(other.action_set))  # no such action: the step fails in the emulator
+        with pytest.raises(native.NativeError):
+            native.recv_stacked([game, other], np.zeros((2, 4, 84, 84), dtype=np.uint8), np.array([0, 1]))
+    finally:
+        game.close(), other.close(), pool.close()

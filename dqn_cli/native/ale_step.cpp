@@ -396,7 +396,7 @@ void team_steps(void* work) {
 
 extern "C" {
 
-int dqn_abi_version() { return 2; }
+int dqn_abi_version() { return 3; }
 
 void* dqn_pool_new(int threads) {
   ale::Logger::setMode(ale::Logger::Error);
@@ -541,6 +541,20 @@ int dqn_game_recv(void* game, unsigned char* out, int* info) {
   const Result& r = g->result;
   info[0] = r.reward, info[1] = r.game_over, info[2] = r.truncated, info[3] = r.lives;
   info[4] = r.frame_number, info[5] = r.episode_frame_number;
+  return 0;
+}
+
+// The steps of `n` games received at once, each into its frame stack (VecFrameStack's update): game i's stack of
+// `depth` frames, at stacks + rows[i] * depth * its frame size, moves up by one frame and takes the step's frame
+// last; reward, game over, truncated, lives and frame numbers go into info[6 * i] onwards. 0, or -1 - i for the
+// first game whose step failed (its error says why).
+int dqn_games_recv_stacked(void** games, int n, unsigned char* stacks, const long long* rows, int depth, int* info) {
+  for (int i = 0; i < n; i++) {
+    const size_t size = static_cast<Game*>(games[i])->frame.size();
+    unsigned char* stack = stacks + static_cast<size_t>(rows[i]) * depth * size;
+    std::memmove(stack, stack + size, (depth - 1) * size);
+    if (dqn_game_recv(games[i], stack + (depth - 1) * size, info + 6 * static_cast<size_t>(i)) != 0) return -1 - i;
+  }
   return 0;
 }
 
