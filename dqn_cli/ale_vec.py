@@ -509,7 +509,11 @@ class AleVecEnv(VecEnv):
         dones = np.zeros(self.num_envs, dtype=bool)
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         queued, self.queued = self.queued, None
-        for i, step in zip(live.tolist(), self._receive(live), strict=True):
+        # Steps sent ahead (warm-up) are received game by game, each game sent its next action as soon as its step is
+        # handled, so the pool plays on meanwhile; the others are all done or all awaited: received at once.
+        received = self._receive(live) if queued is None else None
+        for j, i in enumerate(live.tolist()):
+            step = received[j] if received is not None else self._receive_one(i)
             self._record(i, step, rewards, dones, infos)
             if dones[i]:
                 stack = self.stacked[i]
@@ -525,20 +529,21 @@ class AleVecEnv(VecEnv):
         """The live games' steps, each game's frame stack moved up by one frame with the step's frame put last: in one
         call into the compiled step where the games are there (`native.recv_stacked`), else game by game."""
         games = self._native_games(live)
-        if games:
-            rows = native.recv_stacked(games, self.stacked, live).tolist()
-            return [
-                Step(self.stacked[i, -1], float(r[0]), bool(r[1]), bool(r[2]), r[3], r[4], r[5])
-                for i, r in zip(live.tolist(), rows, strict=True)
-            ]
-        steps = []
-        for i in live.tolist():
-            step = self.games[i].emulator.recv()
-            stack = self.stacked[i]  # moved in place: np.roll and fancy indexing cost ~0.2 ms a vector step
-            stack[:-1] = stack[1:]
-            stack[-1] = step.frame
-            steps.append(step)
-        return steps
+        if not games:
+            return [self._receive_one(i) for i in live.tolist()]
+        rows = native.recv_stacked(games, self.stacked, live).tolist()
+        return [
+            Step(self.stacked[i, -1], float(r[0]), bool(r[1]), bool(r[2]), r[3], r[4], r[5])
+            for i, r in zip(live.tolist(), rows, strict=True)
+        ]
+
+    def _receive_one(self, i: int) -> Step:
+        """Game i's step, its frame stack moved up by one frame with the step's frame put last."""
+        step = self.games[i].emulator.recv()
+        stack = self.stacked[i]  # moved in place: np.roll and fancy indexing cost ~0.2 ms a vector step
+        stack[:-1] = stack[1:]
+        stack[-1] = step.frame
+        return step
 
     def _drain(self) -> None:
         """Receive and drop the steps sent ahead (`queue_next`) that no `step_async` asked for: a reset or close
