@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import mmap
 import pickle
 import sys
 
@@ -19,6 +20,12 @@ linux_only = pytest.mark.skipif(
 )
 
 
+def fresh(size: int) -> np.ndarray:
+    """`size` bytes of anonymous memory straight from the kernel: no page in memory until it is touched (an array
+    from malloc may reuse memory the process touched before)."""
+    return np.frombuffer(mmap.mmap(-1, size), dtype=np.uint8)
+
+
 def resident(array: np.ndarray, start: int, end: int) -> np.ndarray:
     """Per 4 KiB page of array bytes [start, end): whether it is in memory (mincore)."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -33,7 +40,7 @@ def resident(array: np.ndarray, start: int, end: int) -> np.ndarray:
 
 @linux_only
 def test_pages_ahead_of_the_writes_are_populated_and_keep_their_contents() -> None:
-    array = np.zeros(8 * CHUNK, dtype=np.uint8)  # fresh memory from the kernel: no page in memory yet
+    array = fresh(8 * CHUNK)
     assert not resident(array, 2 * CHUNK, 8 * CHUNK).any()
     array[: CHUNK // 2] = np.arange(CHUNK // 2) % 251  # the writer got there first
     ahead = PagesAhead(array)

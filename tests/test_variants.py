@@ -88,11 +88,15 @@ def test_prioritized_buffer_weights_and_priority_updates() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("switch", ["double_q=true", "dueling=true", "prioritized_replay=true", "n_steps=3"])
-def test_each_switch_learns_cartpole(dqn, workdir: Path, switch: str) -> None:
-    # 30k of rl_zoo3's 50k steps: each switch reached a mean of 312-500 by then here (the plain agent keeps the
-    # whole budget in test_learning.py); the shorter budget keeps CI's learning tests near five minutes
-    result = dqn("train", "--env", "CartPole-v1", "--set", switch, "--seed", "3", "-n", "30000", "--eval-freq",
+# Budgets: double_q keeps rl_zoo3's 50k steps (on 30k its best mean was 248-312 in separate processes but 189 in the
+# full suite); the others learn within 30k (their means reached 500 by 25k in both), which keeps CI's learning tests
+# near five minutes
+@pytest.mark.parametrize(
+    ("switch", "steps"),
+    [("double_q=true", 50_000), ("dueling=true", 30_000), ("prioritized_replay=true", 30_000), ("n_steps=3", 30_000)],
+)
+def test_each_switch_learns_cartpole(dqn, workdir: Path, switch: str, steps: int) -> None:
+    result = dqn("train", "--env", "CartPole-v1", "--set", switch, "--seed", "3", "-n", str(steps), "--eval-freq",
                  "5000", "--eval-episodes", "10", "--no-progress", "--no-tensorboard")  # fmt: skip
     assert result.code == 0, result.err
     run = workdir / "logs/dqn/CartPole-v1_1"
@@ -102,7 +106,7 @@ def test_each_switch_learns_cartpole(dqn, workdir: Path, switch: str) -> None:
     model = DQN.load(run / "CartPole-v1.zip")  # the ordinary SB3 zip
     evaluated = dqn("eval", "--run", str(run), "--episodes", "2")
     assert evaluated.code == 0, evaluated.err
-    assert model.num_timesteps >= 30_000
+    assert model.num_timesteps >= steps
 
 
 def test_switches_resume_and_load_safely(dqn, workdir: Path) -> None:
