@@ -374,6 +374,9 @@ class AleVecEnv(VecEnv):
             )
             for i in range(n_envs)
         ]
+        emulators = [game.emulator for game in self.games]
+        # the games' handles in the compiled step (empty on ALE's vector env), found once rather than at every step
+        self.native_games = [emulator.game for emulator in emulators if isinstance(emulator, NativeEmulator)]
         self.monitors_opened = False
         size, stack = settings.screen_size, settings.frame_stack
         observation_space = spaces.Box(0, 255, (stack, size, size), dtype=np.uint8)
@@ -490,11 +493,7 @@ class AleVecEnv(VecEnv):
 
     def _native_games(self, live: np.ndarray) -> list[native.NativeGame]:
         """The live games' handles in the compiled step; empty where the games are not there (ALE's vector env)."""
-        if self.pool is None:
-            return []
-        emulators = [self.games[i].emulator for i in live]
-        games = [emulator.game for emulator in emulators if isinstance(emulator, NativeEmulator)]
-        return games if len(games) == len(emulators) else []
+        return [self.native_games[i] for i in live] if len(self.native_games) == self.num_envs else []
 
     def _batch_policy(self, on: bool) -> None:
         """The emulator threads under `SCHED_BATCH` while steps are sent ahead (warm-up), not otherwise: see

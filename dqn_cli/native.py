@@ -295,8 +295,9 @@ def recv_stacked(games: Sequence[NativeGame], stacks: np.ndarray, rows: np.ndarr
 
     One call instead of a `recv` per game: an 8-game vector step's receipt took 0.3-0.4 ms of Python, during which
     torch's OpenMP worker spins beside it (`step_on_team`)."""
-    n, depth = len(games), stacks.shape[1]
-    if stacks.dtype != np.uint8 or not stacks.flags.c_contiguous or any(g.size**2 != stacks[0, 0].size for g in games):
+    n, depth = len(games), stacks.shape[1] if stacks.ndim > 1 else 0
+    shape_ok = stacks.ndim == 4 and depth >= 1 and all(g.size**2 == stacks[0, 0].size for g in games)
+    if stacks.dtype != np.uint8 or not stacks.flags.c_contiguous or not shape_ok:
         raise ValueError(
             f"frame stacks must be C-contiguous uint8 (N, K, size, size), got {stacks.dtype} {stacks.shape}"
         )

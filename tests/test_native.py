@@ -288,7 +288,8 @@ def test_receiving_at_once_refuses_stacks_it_cannot_fill_and_names_a_failed_step
     game, other = _two_games(pool)
     try:
         game.reset(5), other.reset(5)
-        for wrong in (np.zeros((2, 4, 84, 84), dtype=np.float32), np.zeros((2, 4, 42, 42), dtype=np.uint8)):
+        wrong_stacks = (np.zeros((2, 4, 84, 84), dtype=np.float32), np.zeros((2, 4, 42, 42), dtype=np.uint8))
+        for wrong in (*wrong_stacks, np.zeros((2, 0, 84, 84), dtype=np.uint8), np.zeros(84 * 84, dtype=np.uint8)):
             with pytest.raises(ValueError, match="frame stacks"):
                 native.recv_stacked([game], wrong, np.array([0]))
         with pytest.raises(ValueError, match="rows"):
