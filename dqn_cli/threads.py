@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # imported when first used: `dqn --help` imports this module
@@ -117,3 +117,39 @@ def beside(side: Callable[[], T], main: Callable[[], U], *, device: Any) -> tupl
     finally:
         torch.set_num_threads(threads)
     return side_result, main_result
+
+
+# Multiply-adds of a training batch's forward pass under which a fully connected Q-network trains faster on one
+# torch thread than on two (rl_zoo3's CartPole network, 256x256 at a batch of 64, is 4.3M).
+SMALL_NETWORK_MACS = 16_000_000
+
+
+def training_threads(q_net: Any, batch_size: int) -> int:
+    """The torch threads a gradient step of `q_net` at `batch_size` should run on: one for a small fully connected
+    network, else the process's count; the count the user set with `OMP_NUM_THREADS` is always kept.
+
+    Splitting a small layer's sums between threads costs more in handoffs than it saves: on this project's 2-core
+    CPU rl_zoo3's CartPole gradient step took 1.74 ms on one thread against 2.53 on two (the target pass beside the
+    online one), a whole 50k-step `dqn train --env CartPole-v1` 63 s against 76, on half the CPU. Two threads win
+    from ~17M multiply-adds per forward pass (256x256 at a batch of 256: 3.1 against 3.4 ms; 512x512 at 128: 5.2
+    against 4.5; 1024x1024 at 256: 30.7 against 19.3). Convolutional networks keep every thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if "OMP_NUM_THREADS" in os.environ or any(isinstance(m, torch.nn.Conv2d) for m in q_net.modules()):
+        return threads
+    macs = batch_size * sum(m.in_features * m.out_features for m in q_net.modules() if isinstance(m, torch.nn.Linear))
+    return 1 if macs < SMALL_NETWORK_MACS else threads
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with this thread's torch (OpenMP) team at `count` threads, and restore the count after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

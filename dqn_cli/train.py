@@ -227,6 +227,7 @@ def _learn(
     from dqn_cli.play import games_side_by_side
     from dqn_cli.progress import reporter
     from dqn_cli.signals import stop_on_signals
+    from dqn_cli.threads import torch_threads, training_threads
 
     run = resolved.run
     stop = StopRequest()
@@ -253,7 +254,8 @@ def _learn(
     )
     total = resolved.hyperparams.n_timesteps
     _write_run_state(run_dir, "running", model)
-    with reporter(live_progress) as (report, every), stop_on_signals(stop, lambda _: None), frozen_setup():
+    threads = torch_threads(training_threads(model.q_net, model.batch_size))
+    with reporter(live_progress) as (report, every), stop_on_signals(stop, lambda _: None), frozen_setup(), threads:
         callbacks: list[BaseCallback] = [c for c in (evaluation, saver) if c is not None]
         callbacks.append(ProgressCallback(report, evaluation, every))
         model.learn(

@@ -294,6 +294,7 @@ def run_trial(trial: Any, spec: TuneSpec, worker_id: str) -> float:
     from dqn_cli import agent
     from dqn_cli.heap import frozen_setup
     from dqn_cli.play import games_side_by_side
+    from dqn_cli.threads import torch_threads, training_threads
 
     trial.set_user_attr("worker", worker_id)
     values = {dim.key: dim.suggest(trial) for dim in spec.dims}
@@ -310,7 +311,7 @@ def run_trial(trial: Any, spec: TuneSpec, worker_id: str) -> float:
         model = agent.build(hp, env, seed=seed, device=spec.device, tensorboard_log=None)
         model.stop_request = agent.StopRequest()
         callback = _trial_callback(trial, eval_env, spec)
-        with frozen_setup():
+        with frozen_setup(), torch_threads(training_threads(model.q_net, model.batch_size)):
             model.learn(spec.trial_timesteps, callback=callback)
     finally:
         env.close()

@@ -44,10 +44,13 @@ def test_training_its_evaluations_and_dqn_eval_run_frozen(dqn, workdir: Path, mo
     from dqn_cli import callbacks, evaluate, play
 
     frozen: list[int] = []
+    steps = [0]
     original_step, original_play = callbacks.ProgressCallback._on_step, play.play
 
     def on_step(self: callbacks.ProgressCallback) -> bool:
-        frozen.append(gc.get_freeze_count())
+        if steps[0] % 100 == 0:  # every 100th step: Python 3.11 counts the frozen objects one by one (~28 ms)
+            frozen.append(gc.get_freeze_count())
+        steps[0] += 1
         return original_step(self)
 
     def playing(*args: object, **kwargs: object) -> play.Episodes:
@@ -60,7 +63,7 @@ def test_training_its_evaluations_and_dqn_eval_run_frozen(dqn, workdir: Path, mo
     result = dqn("train", "--env", "CartPole-v1", "-n", "600", "--set", "learning_starts=100", "--eval-freq", "300",
                  "--eval-episodes", "2", "--seed", "0", "--no-progress", "--no-tensorboard")  # fmt: skip
     assert result.code == 0, result.err
-    assert len(frozen) > 600 and min(frozen) > 100_000
+    assert steps[0] > 600 and len(frozen) > 6 and min(frozen) > 100_000
     assert gc.get_freeze_count() == 0
     frozen.clear()
     evaluated = dqn("eval", "--run", str(workdir / "logs/dqn/CartPole-v1_1"), "--episodes", "1")
