@@ -130,9 +130,10 @@ def training_threads(q_net: Any, batch_size: int) -> int:
 
     Splitting a small layer's sums between threads costs more in handoffs than it saves: on this project's 2-core
     CPU rl_zoo3's CartPole gradient step took 1.74 ms on one thread against 2.53 on two (the target pass beside the
-    online one), a whole 50k-step `dqn train --env CartPole-v1` 63 s against 76, on half the CPU. Two threads win
-    from ~17M multiply-adds per forward pass (256x256 at a batch of 256: 3.1 against 3.4 ms; 512x512 at 128: 5.2
-    against 4.5; 1024x1024 at 256: 30.7 against 19.3). Convolutional networks keep every thread."""
+    online one), a whole 50k-step `dqn train --env CartPole-v1` 63 s against 76, on half the CPU. The two counts are
+    even near 17M multiply-adds per forward pass (one thread against two: 256x256 at a batch of 256, 3.1 against
+    3.4 ms; 512x512 at 64, 3.2 against 3.1), and two threads win above (512x512 at 128: 5.2 against 4.5; 1024x1024
+    at 256: 30.7 against 19.3). Convolutional networks keep every thread."""
     import torch
 
     threads = torch.get_num_threads()
