@@ -124,22 +124,27 @@ def beside(side: Callable[[], T], main: Callable[[], U], *, device: Any) -> tupl
 SMALL_NETWORK_MACS = 16_000_000
 
 
-def training_threads(q_net: Any, batch_size: int) -> int:
-    """The torch threads a gradient step of `q_net` at `batch_size` should run on: one for a small fully connected
-    network, else the process's count; the count the user set with `OMP_NUM_THREADS` is always kept.
+def training_threads(q_net: Any, batch_size: int, device: Any = "cpu") -> int:
+    """The torch threads a gradient step of `q_net` at `batch_size` should run on: one for a small network made of
+    fully connected layers only, on CPU; else the process's count, which is also kept when the user set
+    `OMP_NUM_THREADS`.
 
     Splitting a small layer's sums between threads costs more in handoffs than it saves: on this project's 2-core
     CPU rl_zoo3's CartPole gradient step took 1.74 ms on one thread against 2.53 on two (the target pass beside the
     online one), a whole 50k-step `dqn train --env CartPole-v1` 63 s against 76, on half the CPU. The two counts are
     even near 17M multiply-adds per forward pass (one thread against two: 256x256 at a batch of 256, 3.1 against
     3.4 ms; 512x512 at 64, 3.2 against 3.1), and two threads win above (512x512 at 128: 5.2 against 4.5; 1024x1024
-    at 256: 30.7 against 19.3). Convolutional networks keep every thread."""
+    at 256: 30.7 against 19.3). Networks with any other layer that has weights (convolutions, recurrent or
+    normalization layers) keep every thread, as does training on a GPU, where this was not measured."""
     import torch
 
     threads = torch.get_num_threads()
-    if "OMP_NUM_THREADS" in os.environ or any(isinstance(m, torch.nn.Conv2d) for m in q_net.modules()):
+    if "OMP_NUM_THREADS" in os.environ or getattr(device, "type", device) != "cpu":
         return threads
-    macs = batch_size * sum(m.in_features * m.out_features for m in q_net.modules() if isinstance(m, torch.nn.Linear))
+    layers = [m for m in q_net.modules() if any(True for _ in m.parameters(recurse=False))]
+    if not all(isinstance(m, torch.nn.Linear) for m in layers):
+        return threads
+    macs = batch_size * sum(m.in_features * m.out_features for m in layers)
     return 1 if macs < SMALL_NETWORK_MACS else threads
 
 

@@ -254,7 +254,7 @@ def _learn(
     )
     total = resolved.hyperparams.n_timesteps
     _write_run_state(run_dir, "running", model)
-    threads = torch_threads(training_threads(model.q_net, model.batch_size))
+    threads = torch_threads(training_threads(model.q_net, model.batch_size, model.device))
     with reporter(live_progress) as (report, every), stop_on_signals(stop, lambda _: None), frozen_setup(), threads:
         callbacks: list[BaseCallback] = [c for c in (evaluation, saver) if c is not None]
         callbacks.append(ProgressCallback(report, evaluation, every))

@@ -311,7 +311,7 @@ def run_trial(trial: Any, spec: TuneSpec, worker_id: str) -> float:
         model = agent.build(hp, env, seed=seed, device=spec.device, tensorboard_log=None)
         model.stop_request = agent.StopRequest()
         callback = _trial_callback(trial, eval_env, spec)
-        with frozen_setup(), torch_threads(training_threads(model.q_net, model.batch_size)):
+        with frozen_setup(), torch_threads(training_threads(model.q_net, model.batch_size, model.device)):
             model.learn(spec.trial_timesteps, callback=callback)
     finally:
         env.close()
@@ -343,7 +343,8 @@ def run_worker(spec: TuneSpec, budget: int, worker_id: str, offset: int) -> None
     """One worker: run `budget` trials of the study (entry point of worker processes)."""
     import torch
 
-    torch.set_num_threads(spec.threads)
+    if "OMP_NUM_THREADS" not in os.environ:  # the count the user set is kept; else each worker its share of cores
+        torch.set_num_threads(spec.threads)
     study = open_study(spec, offset)
     study.optimize(
         _objective(spec, worker_id), n_trials=budget, timeout=spec.timeout, catch=(Exception,), gc_after_trial=True

@@ -63,7 +63,7 @@ def test_training_its_evaluations_and_dqn_eval_run_frozen(dqn, workdir: Path, mo
     result = dqn("train", "--env", "CartPole-v1", "-n", "600", "--set", "learning_starts=100", "--eval-freq", "300",
                  "--eval-episodes", "2", "--seed", "0", "--no-progress", "--no-tensorboard")  # fmt: skip
     assert result.code == 0, result.err
-    assert steps[0] > 600 and len(frozen) > 6 and min(frozen) > 100_000
+    assert steps[0] > 600 and min(frozen) > 100_000
     assert gc.get_freeze_count() == 0
     frozen.clear()
     evaluated = dqn("eval", "--run", str(workdir / "logs/dqn/CartPole-v1_1"), "--episodes", "1")

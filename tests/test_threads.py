@@ -36,9 +36,33 @@ def test_small_fully_connected_networks_train_on_one_thread_larger_ones_and_cnns
     assert training_threads(nature_cnn(), batch_size=1) == 2
 
 
-def test_the_users_omp_num_threads_is_kept(two_threads, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_networks_with_other_weighted_layers_keep_every_thread(two_threads) -> None:
+    assert training_threads(nn.Sequential(nn.Conv1d(4, 8, 3), nn.Flatten(), nn.Linear(8, 2)), batch_size=1) == 2
+    assert training_threads(nn.Sequential(nn.Linear(4, 64), nn.LayerNorm(64), nn.Linear(64, 2)), batch_size=1) == 2
+
+
+def test_the_users_omp_num_threads_and_gpus_keep_the_count(two_threads, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert training_threads(mlp(256), batch_size=64, device=th.device("cuda")) == 2
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert training_threads(mlp(256), batch_size=64) == 2
+
+
+def test_the_real_q_networks_are_judged_by_their_layers(two_threads) -> None:
+    from dqn_cli import agent, envs, hyperparams
+
+    def q_net(env_id: str, *settings: str) -> nn.Module:
+        info = envs.resolve(env_id)
+        hp, _ = hyperparams.resolve(info, None, ["buffer_size=1000", *settings])
+        env = envs.make_vec_env(info, hp, seed=0, n_envs=1)
+        try:
+            return agent.build(hp, env, seed=0, device="cpu", tensorboard_log=None).q_net
+        finally:
+            env.close()
+
+    assert training_threads(q_net("CartPole-v1"), batch_size=64) == 1
+    assert training_threads(q_net("CartPole-v1", "dueling=true"), batch_size=64) == 1
+    assert training_threads(q_net("CartPole-v1", "policy_kwargs={net_arch: [1024, 1024]}"), batch_size=64) == 2
+    assert training_threads(q_net("SpaceInvaders"), batch_size=32) == 2
 
 
 def test_the_thread_count_is_restored_after_the_block_even_on_error(two_threads) -> None:
