@@ -107,15 +107,12 @@ def beside(side: Callable[[], T], main: Callable[[], U], *, device: Any) -> tupl
             side_result = side()
         return side_result, main()
     half = threads // 2
-    torch.set_num_threads(half)
-    try:
+    with torch_threads(half):
         pending = single_worker("dqn-side-pass").submit(_no_grad_on, half, side)
         try:
             main_result = main()
         finally:
             side_result = pending.result()
-    finally:
-        torch.set_num_threads(threads)
     return side_result, main_result
 
 
@@ -141,7 +138,7 @@ def training_threads(q_net: Any, batch_size: int, device: Any = "cpu") -> int:
     threads = torch.get_num_threads()
     if "OMP_NUM_THREADS" in os.environ or getattr(device, "type", device) != "cpu":
         return threads
-    layers = [m for m in q_net.modules() if any(True for _ in m.parameters(recurse=False))]
+    layers = [m for m in q_net.modules() if next(m.parameters(recurse=False), None) is not None]
     if not all(isinstance(m, torch.nn.Linear) for m in layers):
         return threads
     macs = batch_size * sum(m.in_features * m.out_features for m in layers)
