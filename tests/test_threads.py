@@ -90,3 +90,20 @@ def test_cartpole_trains_on_one_thread_and_gives_the_threads_back(
     assert result.code == 0, result.err
     assert seen and set(seen) == {1}
     assert th.get_num_threads() == 2
+
+
+@pytest.mark.parametrize(("omp", "expected"), [(None, 1), ("2", 2)])
+def test_tuning_workers_take_their_share_of_cores_unless_the_user_set_omp_num_threads(
+    two_threads, monkeypatch: pytest.MonkeyPatch, omp: str | None, expected: int
+) -> None:
+    from types import SimpleNamespace
+
+    from dqn_cli import tune
+
+    if omp is not None:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    seen: list[int] = []
+    study = SimpleNamespace(optimize=lambda *args, **kwargs: seen.append(th.get_num_threads()))
+    monkeypatch.setattr(tune, "open_study", lambda spec, offset: study)
+    tune.run_worker(SimpleNamespace(threads=1, timeout=None), budget=1, worker_id="w", offset=0)  # type: ignore[arg-type]
+    assert seen == [expected]
